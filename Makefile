@@ -1,0 +1,26 @@
+# `make demo` and `make test` work on a fresh machine: each creates .venv and installs first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install docs bench clean
+
+$(BIN)/segflow: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/segflow
+
+demo: install
+	$(BIN)/segflow demo --out demo_results
+
+test: install
+	$(BIN)/python -m pytest -q
+
+docs: install
+	$(BIN)/segflow reference > docs/config-reference.md
+
+clean:
+	rm -rf $(VENV) demo_results .pytest_cache

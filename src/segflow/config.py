@@ -1,0 +1,221 @@
+"""Load a YAML config: BiaPy tuple syntax, ``-D KEY=VALUE`` overrides, clear errors, relative paths.
+
+Every problem becomes a ``SegflowError`` whose message names the key and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from segflow.errors import SegflowError
+from segflow.schema import Config
+
+# Keys holding data paths: relative values resolve against the config file's folder.
+PATH_KEYS = (
+    "DATA.TRAIN.PATH",
+    "DATA.TRAIN.GT_PATH",
+    "DATA.VAL.PATH",
+    "DATA.VAL.GT_PATH",
+    "DATA.TEST.PATH",
+    "DATA.TEST.GT_PATH",
+    "PATHS.CHECKPOINT_FILE",
+    "PATHS.PROB_MAP_DIR",
+)
+
+
+def schema_keys(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(dotted_key, field_info)`` for every leaf key of the schema."""
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            yield from schema_keys(sub, key + ".")
+        else:
+            yield key, field
+
+
+def _section_keys(model: type[BaseModel] = Config, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys.add(prefix + name)
+            keys |= _section_keys(sub, prefix + name + ".")
+    return keys
+
+
+LEAF_KEYS = frozenset(k for k, _ in schema_keys())
+SECTION_KEYS = frozenset(_section_keys())
+
+
+def biapy_keys() -> frozenset[str]:
+    """Leaf keys of BiaPy 3.5.10's configuration."""
+    text = resources.files("segflow").joinpath("biapy_keys.txt").read_text()
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def _parse_tuples(value: Any) -> Any:
+    """Turn BiaPy's tuple strings, e.g. ``'(256, 256, 1)'``, into tuples, recursively."""
+    if isinstance(value, dict):
+        return {k: _parse_tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_parse_tuples(v) for v in value]
+    if isinstance(value, str):
+        text = value.strip()
+        if (text.startswith("(") and text.endswith(")")) or (text.startswith("[") and text.endswith("]")):
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                return value
+            return tuple(parsed) if isinstance(parsed, (tuple, list)) else (parsed,)
+    return value
+
+
+def _flatten(tree: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in LEAF_KEYS:
+            yield from _flatten(value, dotted + ".")
+        elif not (value is None and dotted in SECTION_KEYS):  # an empty section, e.g. "LOSS:" alone
+            yield dotted, value
+
+
+def _is_disabled(value: Any) -> bool:
+    """A value that turns a feature off: such unsupported BiaPy keys are harmless."""
+    if isinstance(value, dict):
+        return all(_is_disabled(v) for v in value.values())
+    return value in (False, None, "", 0) or value == [] or value == ()
+
+
+def _check_keys(flat: Iterable[tuple[str, Any]], source: str) -> tuple[dict[str, Any], list[str]]:
+    """Split user keys into known ones and warnings; raise on unknown or unsupported keys."""
+    known: dict[str, Any] = {}
+    warnings: list[str] = []
+    biapy = biapy_keys()
+    for key, value in flat:
+        if key in LEAF_KEYS:
+            known[key] = value
+            continue
+        if key in biapy:
+            if _is_disabled(value):
+                warnings.append(f"{source}: {key} is a BiaPy key that segflow does not implement; ignored because it is off ({value!r})")
+                continue
+            raise SegflowError(
+                f"{source}: {key} is a BiaPy key that segflow does not implement (value {value!r}); "
+                f"remove it, or set it to false to ignore it (see docs/config-reference.md for what segflow supports)"
+            )
+        hint = difflib.get_close_matches(key, sorted(LEAF_KEYS), n=1, cutoff=0.6)
+        if not hint:
+            last = key.rsplit(".", 1)[-1]
+            hint = [k for k in sorted(LEAF_KEYS) if k.rsplit(".", 1)[-1] == last][:1]
+        suggestion = f"; did you mean {hint[0]}?" if hint else "; see docs/config-reference.md for every key"
+        raise SegflowError(f"{source}: unknown config key {key}{suggestion}")
+    return known, warnings
+
+
+def _nest(flat: dict[str, Any]) -> dict:
+    tree: dict = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``KEY=VALUE`` from ``-D``; the value is read as YAML, so ``5``, ``true``, ``(1, 2)`` work."""
+    if "=" not in text:
+        raise SegflowError(f"-D {text}: expected KEY=VALUE, e.g. -D TRAIN.EPOCHS=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), _parse_tuples(value)
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        msg = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        lines.append(f"{source}: {key or 'config'}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping; a syntax error names the line."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SegflowError(f"config file {path} not found; check the path given to --config") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SegflowError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SegflowError(f"config file {path}{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SegflowError(f"config file {path}: expected sections such as DATA: and TRAIN:, found a {type(data).__name__}")
+    return data
+
+
+def build_config(
+    tree: dict | None = None,
+    overrides: Iterable[str] = (),
+    base_dir: str | os.PathLike | None = None,
+    source: str = "config",
+) -> tuple[Config, list[str]]:
+    """Validate a nested dict plus ``-D`` overrides into a ``Config``; return it and any warnings.
+
+    Relative data paths in ``tree`` resolve against ``base_dir``; those given as overrides resolve
+    against the current folder (they were typed in the user's shell).
+    """
+    known, warnings = _check_keys(_flatten(_parse_tuples(tree or {})), source)
+    if base_dir is not None:
+        for key in PATH_KEYS:
+            if isinstance(known.get(key), str) and known[key] and not os.path.isabs(known[key]):
+                known[key] = str((Path(base_dir) / known[key]).resolve())
+    over: dict[str, Any] = {}
+    for text in overrides:
+        key, value = parse_override(text)
+        over[key] = value
+    over_known, over_warnings = _check_keys(over.items(), "-D")
+    for key in PATH_KEYS:
+        if isinstance(over_known.get(key), str) and over_known[key]:
+            over_known[key] = str(Path(over_known[key]).resolve())
+    known.update(over_known)
+    try:
+        cfg = Config.model_validate(_nest(known))
+    except ValidationError as exc:
+        raise SegflowError(_format_validation(exc, source)) from None
+    return cfg, warnings + over_warnings
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> tuple[Config, list[str]]:
+    """Load and validate a YAML config file with ``-D`` overrides; return it and any warnings."""
+    path = Path(path)
+    return build_config(read_yaml(path), overrides, base_dir=path.resolve().parent, source=str(path))
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The full config (every key, defaults included) as YAML that ``load_config`` reads back."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None)

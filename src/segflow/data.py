@@ -1,0 +1,227 @@
+"""Image/mask pairs from folders: pairing, checks, normalisation and the validation split."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segflow.errors import SegflowError
+from segflow.images import list_images, read_image, read_mask
+from segflow.schema import Config, NormalizationConfig
+
+
+@dataclass
+class Sample:
+    """One image (channels last, normalised float32) with its mask (or None) and where it came from."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray | None
+    path: Path
+    mask_path: Path | None = None
+
+
+@dataclass
+class Normalizer:
+    """Maps raw pixel values to network input; everything it needs is stored in the checkpoint."""
+
+    cfg: NormalizationConfig
+    mean: float | None = None
+    std: float | None = None
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Normalise one channels-last image to float32."""
+        dtype = image.dtype
+        x = image.astype(np.float32, copy=True)
+        if self.cfg.PERC_CLIP:
+            lo, hi = np.percentile(x, [self.cfg.PERC_LOWER, self.cfg.PERC_UPPER])
+            np.clip(x, lo, hi, out=x)
+        kind = self.cfg.TYPE
+        if kind == "div":
+            # Divide by the range of the stored type, never by the data's max: a dim uint16 image
+            # must not be stretched differently from a bright one.
+            if np.issubdtype(dtype, np.integer):
+                x /= float(np.iinfo(dtype).max)
+        elif kind == "scale_range":
+            lo, hi = float(x.min()), float(x.max())
+            x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+        elif kind == "zero_mean_unit_variance":
+            std = float(x.std())
+            x = (x - float(x.mean())) / (std if std > 1e-8 else 1.0)
+        else:  # custom
+            x = (x - float(self.mean)) / float(self.std)
+        return x
+
+    def fit(self, raw_images: list[np.ndarray]) -> None:
+        """For TYPE 'custom' with -1 values: measure mean and std on the (clipped) training images."""
+        if self.cfg.TYPE != "custom":
+            return
+        self.mean = self.cfg.CUSTOM_MEAN if self.cfg.CUSTOM_MEAN != -1 else None
+        self.std = self.cfg.CUSTOM_STD if self.cfg.CUSTOM_STD != -1 else None
+        if self.mean is None or self.std is None:
+            total = sum(float(im.size) for im in raw_images)
+            mean = sum(float(im.astype(np.float64).sum()) for im in raw_images) / total
+            var = sum(float(((im.astype(np.float64) - mean) ** 2).sum()) for im in raw_images) / total
+            self.mean = mean if self.mean is None else self.mean
+            self.std = (var**0.5 or 1.0) if self.std is None else self.std
+
+    def state(self) -> dict:
+        """What the checkpoint stores besides the config."""
+        return {"mean": self.mean, "std": self.std}
+
+
+def _last_number(stem: str) -> int | None:
+    numbers = re.findall(r"\d+", stem)
+    return int(numbers[-1]) if numbers else None
+
+
+def pair_files(images: list[Path], masks: list[Path], what: str) -> list[tuple[Path, Path]]:
+    """Pair sorted image and mask lists; raise when counts differ or names clearly disagree."""
+    if len(images) != len(masks):
+        img_stems = {p.stem for p in images}
+        mask_stems = {p.stem for p in masks}
+        extra = sorted(img_stems - mask_stems) if len(images) > len(masks) else sorted(mask_stems - img_stems)
+        detail = f" (without a partner, by name: {', '.join(extra[:3])})" if extra and len(extra) <= abs(len(images) - len(masks)) else ""
+        raise SegflowError(
+            f"{what}: {len(images)} images in {images[0].parent} but {len(masks)} masks in {masks[0].parent}{detail}; "
+            "every image needs one mask, paired by sorted file name"
+        )
+    for img, msk in zip(images, masks):
+        if img.stem == msk.stem:
+            continue
+        a, b = _last_number(img.stem), _last_number(msk.stem)
+        if a is not None and b is not None and a != b:
+            raise SegflowError(
+                f"{what}: image {img.name} is paired with mask {msk.name} by sorted order, but their numbers differ; "
+                "rename the files so images and masks sort in the same order"
+            )
+    return list(zip(images, masks))
+
+
+def check_mask_values(mask: np.ndarray, path: Path, n_classes: int, ignore_id: int) -> None:
+    """Every mask value must be a class id ``0..n_classes-1`` (or the ignored id)."""
+    values = np.unique(mask)
+    bad = values[((values < 0) | (values >= n_classes)) & (values != ignore_id)]
+    if bad.size:
+        shown = ", ".join(str(v) for v in bad[:5]) + (" ..." if bad.size > 5 else "")
+        hint = " (a 0/255 mask: divide it by 255)" if set(values.tolist()) <= {0, 255} and n_classes == 2 else ""
+        raise SegflowError(
+            f"{path}: mask values {shown} are outside the classes 0..{n_classes - 1} of MODEL.N_CLASSES={n_classes}{hint}; "
+            "fix the mask or raise MODEL.N_CLASSES"
+        )
+
+
+def list_pairs(image_dir: str, mask_dir: str | None, what: str) -> list[tuple[Path, Path | None]]:
+    """Image files of a folder, each with its mask file (or None when there are no masks)."""
+    images = list_images(image_dir, f"{what} images ({_key(what)}.PATH)")
+    if mask_dir is None:
+        return [(p, None) for p in images]
+    return pair_files(images, list_images(mask_dir, f"{what} masks ({_key(what)}.GT_PATH)"), what)
+
+
+def read_pair(cfg: Config, img_path: Path, mask_path: Path | None, what: str, check_masks: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read one image (raw dtype, channels last) and its mask, checking channels, shapes and classes."""
+    channels = cfg.in_channels
+    image = read_image(img_path, cfg.ndim, channels)
+    if image.shape[-1] != channels:
+        raise SegflowError(
+            f"{img_path}: image has {image.shape[-1]} channel(s) but DATA.PATCH_SIZE {tuple(cfg.DATA.PATCH_SIZE)} ends in {channels}; "
+            f"set the last value of DATA.PATCH_SIZE to {image.shape[-1]}"
+        )
+    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
+        raise SegflowError(f"{img_path}: image holds NaN or infinite values; fix or remove it")
+    if mask_path is None:
+        return image, None
+    mask = read_mask(mask_path, cfg.ndim)
+    if mask.shape != image.shape[:-1]:
+        raise SegflowError(
+            f"{what}: image {img_path.name} has shape {image.shape[:-1]} but its mask {mask_path.name} has {mask.shape}; "
+            "an image and its mask must have the same size"
+        )
+    if check_masks:
+        check_mask_values(mask, mask_path, cfg.MODEL.N_CLASSES, cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID)
+    return image, mask
+
+
+def read_pairs(
+    cfg: Config, image_dir: str, mask_dir: str | None, what: str, check_masks: bool = True
+) -> list[tuple[Path, np.ndarray, Path | None, np.ndarray | None]]:
+    """Read every image (raw dtype) and its mask from two folders, checking that they pair."""
+    out = []
+    for img_path, mask_path in list_pairs(image_dir, mask_dir, what):
+        image, mask = read_pair(cfg, img_path, mask_path, what, check_masks)
+        out.append((img_path, image, mask_path, mask))
+    return out
+
+
+def _key(what: str) -> str:
+    return {"train": "DATA.TRAIN", "validation": "DATA.VAL", "test": "DATA.TEST"}[what]
+
+
+def to_samples(raw: list[tuple[Path, np.ndarray, Path | None, np.ndarray | None]], normalizer: Normalizer) -> list[Sample]:
+    """Normalise raw pairs into ``Sample``s."""
+    return [
+        Sample(name=p.stem, image=normalizer(img), mask=msk, path=p, mask_path=mp)
+        for p, img, mp, msk in raw
+    ]
+
+
+@dataclass
+class TrainData:
+    """Training and validation samples plus the fitted normaliser."""
+
+    train: list[Sample]
+    val: list[Sample]
+    normalizer: Normalizer
+    class_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def n_val_images(n_images: int, fraction: float) -> int:
+    """Validation images held out of ``n_images`` (at least one, never all); 0 for a single image."""
+    if fraction <= 0 or n_images < 2:
+        return 0
+    return min(n_images - 1, max(1, int(round(n_images * fraction))))
+
+
+def split_train_val(samples: list[Sample], fraction: float, shuffle: bool, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out ``fraction`` of the images; with one image, hold out the end of its first axis."""
+    if fraction <= 0:
+        return samples, []
+    if len(samples) == 1:
+        s = samples[0]
+        n = s.image.shape[0]
+        cut = n - max(1, int(round(n * fraction)))
+        if cut < 1:
+            raise SegflowError(f"{s.path}: too small along its first axis ({n}) to hold out DATA.VAL.SPLIT_TRAIN={fraction}")
+        head = Sample(s.name, s.image[:cut], None if s.mask is None else s.mask[:cut], s.path, s.mask_path)
+        tail = Sample(s.name + "_val", s.image[cut:], None if s.mask is None else s.mask[cut:], s.path, s.mask_path)
+        return [head], [tail]
+    order = np.arange(len(samples))
+    if shuffle:
+        np.random.default_rng(seed).shuffle(order)
+    n_val = n_val_images(len(samples), fraction)
+    val_idx = set(order[:n_val].tolist())
+    return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
+
+
+def load_train_data(cfg: Config) -> TrainData:
+    """Read, check and normalise the training images, and split off the validation set."""
+    d = cfg.DATA
+    raw = read_pairs(cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train", d.TRAIN.CHECK_DATA)
+    normalizer = Normalizer(d.NORMALIZATION)
+    normalizer.fit([img for _, img, _, _ in raw])
+    samples = to_samples(raw, normalizer)
+    if d.VAL.FROM_TRAIN:
+        train, val = split_train_val(samples, d.VAL.SPLIT_TRAIN, d.VAL.RANDOM, cfg.SYSTEM.SEED)
+    else:
+        train = samples
+        val = to_samples(read_pairs(cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation", d.TRAIN.CHECK_DATA), normalizer)
+    counts = np.zeros(cfg.MODEL.N_CLASSES, dtype=np.int64)
+    for s in train:
+        values, n = np.unique(s.mask, return_counts=True)
+        keep = (values >= 0) & (values < cfg.MODEL.N_CLASSES)
+        counts[values[keep].astype(np.int64)] += n[keep]
+    return TrainData(train=train, val=val, normalizer=normalizer, class_counts=counts)

@@ -1,0 +1,141 @@
+"""Read and write image files: TIFF (2D, 3D stacks, multi-channel), PNG, JPG and NumPy arrays.
+
+Arrays come back in BiaPy's axis order with channels last: ``(y, x, c)`` in 2D, ``(z, y, x, c)`` in 3D.
+TIFF axes are taken from the file's own metadata (tifffile's series axes) rather than guessed from
+the shape; only files without such metadata fall back to the expected channel count.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+
+from segflow.atomic import atomic_write
+from segflow.errors import SegflowError
+
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+
+
+def list_images(folder: str | os.PathLike, what: str) -> list[Path]:
+    """The image files of ``folder`` in sorted name order (BiaPy pairs images and masks by this order)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SegflowError(f"{what}: folder {folder} does not exist; check the path in the config")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not images:
+        others = ", ".join(sorted({p.suffix or p.name for p in files})[:5])
+        found = f" (found only: {others})" if others else " (it is empty)"
+        raise SegflowError(
+            f"{what}: folder {folder} holds no images{found}; segflow reads {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    return images
+
+
+def _read_raw(path: Path) -> tuple[np.ndarray, str | None]:
+    """Decode a file; return the array and its axes string when the format records one."""
+    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise SegflowError(f"{path}: the file is empty (0 bytes); replace it with a valid image")
+    try:
+        if suffix in (".tif", ".tiff"):
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return series.asarray(), series.axes
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False), None
+        if suffix in (".png", ".jpg", ".jpeg"):
+            return np.asarray(iio.imread(path)), None
+    except SegflowError:
+        raise
+    except Exception as exc:  # decoders raise many types for corrupt files; all mean the same to a user
+        raise SegflowError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}); the file may be corrupt or truncated") from None
+    raise SegflowError(f"{path}: unsupported file type '{suffix}'; segflow reads {', '.join(IMAGE_EXTENSIONS)}")
+
+
+def _to_channels_last(arr: np.ndarray, axes: str | None, ndim: int, channels: int | None, path: Path) -> np.ndarray:
+    """Reorder ``arr`` to ``(y, x, c)`` / ``(z, y, x, c)`` using the file's axes where known."""
+    if axes is not None and len(axes) == arr.ndim:
+        # tifffile names channel axes C or S (samples), z as Z, and a plain page stack as I or Q.
+        channel_axes = [i for i, a in enumerate(axes) if a in "CS"]
+        if len(channel_axes) == 1 and channel_axes[0] != arr.ndim - 1:
+            arr = np.moveaxis(arr, channel_axes[0], -1)
+            axes = axes.replace(axes[channel_axes[0]], "") + "C"
+    # Drop leading singleton axes (e.g. T=1) beyond what the dimensionality needs.
+    while arr.ndim > ndim + 1 and arr.shape[0] == 1:
+        arr = arr[0]
+    has_channel_axis = arr.ndim == ndim + 1
+    if arr.ndim == ndim:
+        arr = arr[..., None]
+    elif has_channel_axis and axes is None and channels is not None and arr.shape[-1] != channels and arr.shape[0] == channels:
+        # No metadata: a channels-first file whose first axis matches the expected channel count.
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim != ndim + 1:
+        want = "(z, y, x) or (z, y, x, c)" if ndim == 3 else "(y, x) or (y, x, c)"
+        raise SegflowError(
+            f"{path}: image has shape {arr.shape}, not a {ndim}D image {want}; check PROBLEM.NDIM"
+            + (" (this looks like a 3D stack: set PROBLEM.NDIM: 3D)" if ndim == 2 and arr.ndim == 4 else "")
+            + (" (this looks like a 2D image: set PROBLEM.NDIM: 2D)" if ndim == 3 and arr.ndim <= 3 else "")
+        )
+    return arr
+
+
+def read_image(path: str | os.PathLike, ndim: int, channels: int | None = None) -> np.ndarray:
+    """Read an image as ``(y, x, c)`` (2D) or ``(z, y, x, c)`` (3D), keeping its dtype."""
+    path = Path(path)
+    arr, axes = _read_raw(path)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise SegflowError(f"{path}: pixel type {arr.dtype} is not supported; use integer or float images")
+    if ndim == 3 and arr.ndim == 2:
+        raise SegflowError(f"{path}: image has shape {arr.shape}, a 2D image, but PROBLEM.NDIM is 3D; set PROBLEM.NDIM: 2D or give 3D stacks")
+    return _to_channels_last(arr, axes, ndim, channels, path)
+
+
+def read_mask(path: str | os.PathLike, ndim: int) -> np.ndarray:
+    """Read an integer class mask as ``(y, x)`` / ``(z, y, x)``.
+
+    RGB(A) masks whose colour channels are all equal are read as one channel; float masks are
+    errors, since a class id must be an integer.
+    """
+    path = Path(path)
+    arr = read_image(path, ndim)
+    if arr.shape[-1] in (3, 4) and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+        arr = arr[..., :1]
+    if arr.shape[-1] != 1:
+        raise SegflowError(f"{path}: mask has {arr.shape[-1]} channels; a mask must hold one class id per pixel")
+    arr = arr[..., 0]
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
+            raise SegflowError(f"{path}: mask holds non-integer values ({arr.dtype}); masks must hold integer class ids 0..N_CLASSES-1")
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray, ndim: int, reference: str | os.PathLike | None = None) -> None:
+    """Write ``array`` (channels last) as an ImageJ-readable TIFF, atomically.
+
+    ``reference`` is the input image the array was predicted from: its resolution (pixel size)
+    is copied so the output overlays the input in Fiji.
+    """
+    arr = np.asarray(array)
+    if arr.ndim == ndim + 1 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    kwargs: dict = {}
+    if reference is not None and Path(reference).suffix.lower() in (".tif", ".tiff"):
+        try:
+            with tifffile.TiffFile(reference) as tif:
+                page = tif.pages[0]
+                if "XResolution" in page.tags and "YResolution" in page.tags:
+                    kwargs["resolution"] = (page.tags["XResolution"].value, page.tags["YResolution"].value)
+                    unit = page.tags.get("ResolutionUnit")
+                    if unit is not None:
+                        kwargs["resolutionunit"] = unit.value
+        except Exception:  # metadata is a courtesy; an unreadable reference must not stop the output
+            kwargs = {}
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr, **kwargs))

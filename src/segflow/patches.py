@@ -1,0 +1,171 @@
+"""Training and validation patches: fixed grids, random crops, probability-map crops, padding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import Randomizable
+
+from segflow.data import Sample
+from segflow.errors import SegflowError
+from segflow.images import write_tiff
+
+
+def grid_starts(shape: tuple[int, ...], patch: tuple[int, ...], overlap: tuple[float, ...] = ()) -> list[tuple[int, ...]]:
+    """Start corners of patches covering ``shape`` with at least ``overlap`` (fraction per axis).
+
+    The last patch on each axis is moved back to end at the border, so every pixel is covered and
+    no patch needs padding.
+    """
+    axes = []
+    for i, (size, p) in enumerate(zip(shape, patch)):
+        ov = float(overlap[i]) if i < len(overlap) else 0.0
+        if not 0 <= ov < 1:
+            raise SegflowError(f"overlap {ov} must be in [0, 1)")
+        step = max(1, int(p * (1 - ov)))
+        starts = list(range(0, max(size - p, 0) + 1, step))
+        if starts[-1] + p < size:
+            starts.append(size - p)
+        axes.append(starts)
+    return [tuple(int(v) for v in c) for c in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(shape))]
+
+
+def fit_to_patch(sample: Sample, patch: tuple[int, ...], reflect: bool) -> Sample:
+    """Pad an image smaller than ``patch`` by reflection, or explain how to allow it."""
+    spatial = sample.image.shape[:-1]
+    if all(s >= p for s, p in zip(spatial, patch)):
+        return sample
+    if not reflect:
+        axes = "zyx"[-len(spatial):]
+        small = ", ".join(f"{a}: {s} < {p}" for a, s, p in zip(axes, spatial, patch) if s < p)
+        raise SegflowError(
+            f"{sample.path}: image of shape {spatial} is smaller than DATA.PATCH_SIZE {patch} ({small}); "
+            "use a smaller DATA.PATCH_SIZE or set DATA.REFLECT_TO_COMPLETE_SHAPE: true to pad it"
+        )
+    pad = [(0, max(0, p - s)) for s, p in zip(spatial, patch)]
+    image = np.pad(sample.image, pad + [(0, 0)], mode="reflect" if min(spatial) > 1 else "edge")
+    mask = None if sample.mask is None else np.pad(sample.mask, pad, mode="reflect" if min(spatial) > 1 else "edge")
+    return Sample(sample.name, image, mask, sample.path, sample.mask_path)
+
+
+def probability_map(mask: np.ndarray, w_fg: float, w_bg: float) -> np.ndarray:
+    """BiaPy's map: foreground pixels share ``w_fg``, background pixels share ``w_bg`` (sums to 1)."""
+    fg = mask > 0
+    n_fg, n_bg = int(fg.sum()), int(fg.size - fg.sum())
+    w_fg, w_bg = (w_fg if n_fg else 0.0), (w_bg if n_bg else 0.0)
+    prob = np.where(fg, w_fg / max(n_fg, 1), w_bg / max(n_bg, 1)).astype(np.float64)
+    return (prob / prob.sum()).astype(np.float32)
+
+
+def to_tensors(image: np.ndarray, mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Channels-last image and mask to the channels-first arrays the network and MONAI use."""
+    out = {"image": np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32)}
+    if mask is not None:
+        out["label"] = np.ascontiguousarray(mask[None].astype(np.int64))
+    return out
+
+
+class PatchDataset(torch.utils.data.Dataset, Randomizable):
+    """Patches of training or validation samples.
+
+    ``mode='grid'`` yields a fixed grid of patches (BiaPy's default, and always for validation);
+    ``mode='random'`` yields one random patch per image (times ``replicate``) each epoch, with its
+    centre drawn from the probability map when ``prob_weights`` is given.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        patch: tuple[int, ...],
+        mode: str = "grid",
+        overlap: tuple[float, ...] = (),
+        transform: Callable[[dict], dict] | None = None,
+        replicate: int = 1,
+        prob_weights: tuple[float, float] | None = None,
+    ) -> None:
+        self.samples = samples
+        self.patch = patch
+        self.mode = mode
+        self.transform = transform
+        self.prob_weights = prob_weights
+        if mode == "grid":
+            self.index = [(i, start) for i, s in enumerate(samples) for start in grid_starts(s.image.shape[:-1], patch, overlap)]
+        else:
+            self.index = [(i, None) for _ in range(max(1, replicate)) for i in range(len(samples))]
+        # Foreground/background coordinates for the probability map, so a draw costs O(1).
+        self._fg = self._bg = None
+        if prob_weights is not None:
+            self._fg = [np.flatnonzero(s.mask > 0) for s in samples]
+            self._bg = [np.flatnonzero(s.mask <= 0) for s in samples]
+        self.set_random_state(0)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def randomize(self, data: object = None) -> None:  # Randomizable's interface; draws happen in random_start
+        """Unused: draws happen per item in ``random_start``."""
+
+    def random_start(self, i: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """Draw a patch start for sample ``i``; return it and the centre pixel when a probability map chose it."""
+        shape = self.samples[i].image.shape[:-1]
+        if self.prob_weights is None:
+            return tuple(int(self.R.randint(0, s - p + 1)) for s, p in zip(shape, self.patch)), None
+        w_fg, w_bg = self.prob_weights
+        fg, bg = self._fg[i], self._bg[i]
+        w_fg, w_bg = (w_fg if fg.size else 0.0), (w_bg if bg.size else 0.0)
+        pool = fg if self.R.random_sample() * (w_fg + w_bg) < w_fg else bg
+        centre = np.unravel_index(int(pool[self.R.randint(0, pool.size)]), shape)
+        start = tuple(int(min(max(c - p // 2, 0), s - p)) for c, p, s in zip(centre, self.patch, shape))
+        return start, tuple(int(c) for c in centre)
+
+    def crop(self, i: int, start: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The patch of sample ``i`` starting at ``start`` (channels last)."""
+        s = self.samples[i]
+        region = tuple(slice(a, a + p) for a, p in zip(start, self.patch))
+        return s.image[region], None if s.mask is None else s.mask[region]
+
+    def __getitem__(self, k: int) -> dict[str, np.ndarray]:
+        i, start = self.index[k]
+        if start is None:
+            start, _ = self.random_start(i)
+        item = to_tensors(*self.crop(i, start))
+        return self.transform(item) if self.transform is not None else item
+
+
+def _to_rgb(plane: np.ndarray) -> np.ndarray:
+    lo, hi = float(plane.min()), float(plane.max())
+    grey = ((plane - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(plane)).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def write_prob_maps(dataset: PatchDataset, prob_dir: Path, aug_dir: Path, n_marks: int = 3) -> None:
+    """Save each training image's probability map, and ``mark_x``/``mark_y`` check images.
+
+    The check images show a drawn patch as a blue square with its centre in red, on the image and
+    on the mask (the centre z-slice in 3D), so a person can see that centres fall on foreground.
+    """
+    import imageio.v3 as iio
+
+    from segflow.atomic import atomic_write
+
+    w_fg, w_bg = dataset.prob_weights
+    for s in dataset.samples:
+        write_tiff(prob_dir / f"prob_map_{s.name}.tif", probability_map(s.mask, w_fg, w_bg), ndim=s.mask.ndim)
+    for k in range(min(n_marks, len(dataset.samples))):
+        start, centre = dataset.random_start(k)
+        s = dataset.samples[k]
+        z = centre[0] if s.mask.ndim == 3 else None
+        planes = {"x": s.image[..., 0], "y": s.mask.astype(np.float32)}
+        for key, plane in planes.items():
+            rgb = _to_rgb(plane[z] if z is not None else plane)
+            (y0, x0), (py, px) = start[-2:], dataset.patch[-2:]
+            y1, x1 = y0 + py - 1, x0 + px - 1
+            blue = np.array([0, 0, 255], np.uint8)
+            rgb[y0, x0 : x1 + 1] = rgb[y1, x0 : x1 + 1] = blue
+            rgb[y0 : y1 + 1, x0] = rgb[y0 : y1 + 1, x1] = blue
+            cy, cx = centre[-2:]
+            rgb[max(cy - 2, 0) : cy + 3, max(cx - 2, 0) : cx + 3] = np.array([255, 0, 0], np.uint8)
+            atomic_write(aug_dir / f"mark_{key}_{s.name}.png", lambda tmp, im=rgb: iio.imwrite(tmp, im))

@@ -1,0 +1,327 @@
+"""Training with PyTorch Lightning: the LightningModule, optimisers, schedulers, callbacks and the Trainer.
+
+Lightning gives the loop, DDP (``--gpu 0,1``, torchrun, SLURM), mixed precision, checkpoints,
+early stopping and TensorBoard; segflow adds the BiaPy-style epoch log, charts and data checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torchmetrics
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from monai.data import DataLoader
+from monai.optimizers import WarmupCosineSchedule
+
+from segflow import __version__
+from segflow.atomic import atomic_write_text
+from segflow.augment import build_augmentation, write_aug_samples
+from segflow.charts import plot_history
+from segflow.config import config_to_yaml
+from segflow.data import TrainData, load_train_data
+from segflow.errors import SegflowError
+from segflow.inference import load_checkpoint
+from segflow.losses import SegmentationLoss
+from segflow.models import build_model, divisor
+from segflow.patches import PatchDataset, fit_to_patch, write_prob_maps
+from segflow.paths import RunPaths
+from segflow.schema import Config
+
+# Lightning's start-up banners and tips say nothing a segflow user can act on.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+LOG_COLUMNS = ("epoch", "time", "lr", "loss", "IoU", "val_loss", "val_IoU")
+
+
+class SegModel(L.LightningModule):
+    """The network, its loss and IoU metrics; the checkpoint carries the full config and normaliser."""
+
+    def __init__(self, config: dict, class_counts: list[int] | None = None, normalizer: dict | None = None) -> None:
+        super().__init__()
+        # Stored in every checkpoint: enough to rebuild the network and normalise new images.
+        self.save_hyperparameters()
+        self.cfg = Config.model_validate(config)
+        self.net = build_model(self.cfg)
+        self.loss_fn = SegmentationLoss(self.cfg, None if class_counts is None else np.asarray(class_counts))
+        n = self.cfg.MODEL.N_CLASSES
+        ignore = self.cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
+        kwargs: dict[str, Any] = {"ignore_index": ignore} if ignore >= 0 else {}
+        if n == 2:
+            make = lambda: torchmetrics.JaccardIndex(task="binary", **kwargs)  # noqa: E731
+        else:
+            make = lambda: torchmetrics.JaccardIndex(task="multiclass", num_classes=n, average="macro", **kwargs)  # noqa: E731
+        self.train_iou, self.val_iou = make(), make()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch ``(B, C, ...)``."""
+        return self.net(x)
+
+    def _step(self, batch: dict, metric: torchmetrics.Metric, prefix: str) -> torch.Tensor:
+        x, y = batch["image"], batch["label"]
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        with torch.no_grad():
+            pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+            metric.update(pred, y[:, 0])
+        self.log(f"{prefix}loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+        self.log(f"{prefix}IoU", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """One optimisation step."""
+        loss = self._step(batch, self.train_iou, "")
+        if not torch.isfinite(loss):
+            raise SegflowError(
+                f"training loss became {loss.item()} at epoch {self.current_epoch}; lower TRAIN.LR or check the images for extreme values"
+            )
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Validation loss and IoU on one batch of the fixed validation patch grid."""
+        self._step(batch, self.val_iou, "val_")
+
+    def configure_optimizers(self) -> dict:
+        """``TRAIN.OPTIMIZER`` and ``TRAIN.LR_SCHEDULER``."""
+        t = self.cfg.TRAIN
+        params = self.net.parameters()
+        if t.OPTIMIZER == "SGD":
+            opt = torch.optim.SGD(params, lr=t.LR, momentum=0.9, weight_decay=t.W_DECAY)
+        elif t.OPTIMIZER == "ADAM":
+            opt = torch.optim.Adam(params, lr=t.LR, betas=t.OPT_BETAS, weight_decay=t.W_DECAY)
+        else:
+            opt = torch.optim.AdamW(params, lr=t.LR, betas=t.OPT_BETAS, weight_decay=t.W_DECAY)
+        s = t.LR_SCHEDULER
+        if not s.NAME:
+            return {"optimizer": opt}
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        min_lr = s.MIN_LR if s.MIN_LR >= 0 else t.LR / 100
+        if s.NAME == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.LR, total_steps=steps)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if s.NAME == "warmupcosine":
+            warm_epochs = s.WARMUP_COSINE_DECAY_EPOCHS if s.WARMUP_COSINE_DECAY_EPOCHS >= 0 else max(1, t.EPOCHS // 10)
+            warm = min(steps - 1, int(steps * warm_epochs / t.EPOCHS))
+            sched = WarmupCosineSchedule(opt, warmup_steps=warm, t_total=steps, end_lr=min_lr)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        patience = s.REDUCEONPLATEAU_PATIENCE if s.REDUCEONPLATEAU_PATIENCE >= 0 else max(1, t.PATIENCE // 2) if t.PATIENCE > 0 else 10
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=s.REDUCEONPLATEAU_FACTOR, patience=patience, min_lr=min_lr)
+        monitor = "val_loss" if self.trainer.num_val_batches else "loss"
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch", "monitor": monitor}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Mark the file as segflow's, with the version that wrote it."""
+        checkpoint["segflow_version"] = __version__
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` writing ``.pth`` files through a temporary file and a rename, so a kill
+    mid-write never leaves a truncated checkpoint in place of a good one."""
+
+    FILE_EXTENSION = ".pth"
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        partial = filepath + ".part"
+        trainer.save_checkpoint(partial, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        trainer.strategy.barrier()
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class EpochLog(Callback):
+    """One row per epoch in ``train_logs/<job>_log.csv`` (rewritten atomically) and the charts."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths = paths
+        self.rows: list[dict[str, float]] = []
+        self._start = time.monotonic()
+
+    @property
+    def csv_path(self) -> Path:
+        return self.paths.sub("train_logs") / f"{self.paths.job}_log.csv"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            "time": round(time.monotonic() - self._start, 2),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+        }
+        for key in LOG_COLUMNS[3:]:
+            row[key] = float(m[key]) if key in m else float("nan")
+        self.rows.append(row)
+        lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r[c]:.6g}" for c in LOG_COLUMNS) for r in self.rows]
+        atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
+        plot_history(self.rows, self.paths.sub("charts"), self.paths.job)
+
+
+def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int] | int]:
+    """Lightning's ``accelerator`` and ``devices`` from ``--gpu`` (``0``, ``0,1`` or ``cpu``) and SYSTEM.DEVICE."""
+    if gpu is None:
+        if system_device == "cpu" or (system_device == "auto" and not torch.cuda.is_available()):
+            return "cpu", 1
+        gpu = "0"
+    if gpu.strip().lower() == "cpu":
+        return "cpu", 1
+    try:
+        ids = [int(g) for g in gpu.split(",") if g.strip()]
+    except ValueError:
+        raise SegflowError(f"--gpu {gpu}: expected GPU numbers such as 0 or 0,1, or 'cpu'") from None
+    available = torch.cuda.device_count()
+    missing = [i for i in ids if i >= available]
+    if not ids or missing:
+        have = f"GPUs 0..{available - 1}" if available else "no CUDA GPU"
+        raise SegflowError(f"--gpu {gpu}: this machine has {have}; choose one of those or --gpu cpu")
+    return "gpu", ids
+
+
+def precision(setting: str, accelerator: str) -> str:
+    """Lightning precision for TRAIN.PRECISION on this device."""
+    if setting == "32" or (setting == "auto" and accelerator == "cpu"):
+        return "32-true"
+    if setting == "bf16" or (setting == "auto" and torch.cuda.is_bf16_supported()):
+        return "bf16-mixed"
+    return "16-mixed"
+
+
+def num_workers(setting: int) -> int:
+    """SYSTEM.NUM_WORKERS, with -1 meaning one worker per spare core (at most 4)."""
+    if setting >= 0:
+        return setting
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def check_patch_fits_model(cfg: Config) -> None:
+    """The network halves the patch at each level, so its size must divide evenly."""
+    div = divisor(cfg)
+    bad = [(p, d) for p, d in zip(cfg.spatial_patch, div) if p % d]
+    if bad:
+        fixed = tuple(max(d, round(p / d) * d) for p, d in zip(cfg.spatial_patch, div))
+        raise SegflowError(
+            f"DATA.PATCH_SIZE {tuple(cfg.DATA.PATCH_SIZE)}: each spatial size must be a multiple of {div} for "
+            f"{len(cfg.MODEL.FEATURE_MAPS)} MODEL.FEATURE_MAPS levels; use e.g. {fixed + (cfg.in_channels,)} or fewer levels"
+        )
+
+
+def make_datasets(cfg: Config, data: TrainData) -> tuple[PatchDataset, PatchDataset | None]:
+    """Training patches (grid or random, augmented) and the fixed validation grid."""
+    d = cfg.DATA
+    patch = cfg.spatial_patch
+    train = [fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in data.train]
+    val = [fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in data.val]
+    transform = build_augmentation(cfg.AUGMENTOR, cfg.ndim)
+    if transform is not None:
+        transform.set_random_state(seed=cfg.SYSTEM.SEED)
+    train_ds = PatchDataset(
+        train,
+        patch,
+        mode="random" if d.EXTRACT_RANDOM_PATCH else "grid",
+        overlap=d.TRAIN.OVERLAP,
+        transform=transform,
+        replicate=d.TRAIN.REPLICATE,
+        prob_weights=(d.W_FOREGROUND, d.W_BACKGROUND) if d.PROBABILITY_MAP else None,
+    )
+    train_ds.set_random_state(seed=cfg.SYSTEM.SEED)
+    val_ds = PatchDataset(val, patch, mode="grid", overlap=d.VAL.OVERLAP) if val else None
+    return train_ds, val_ds
+
+
+def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData | None = None) -> Path:
+    """Train as ``cfg`` says; return the path of the best checkpoint."""
+    check_patch_fits_model(cfg)
+    L.seed_everything(cfg.SYSTEM.SEED, workers=True, verbose=False)
+    if cfg.SYSTEM.NUM_CPUS > 0:
+        torch.set_num_threads(cfg.SYSTEM.NUM_CPUS)
+    data = data or load_train_data(cfg)
+    train_ds, val_ds = make_datasets(cfg, data)
+    print(f"Training on {len(data.train)} image(s), {len(train_ds)} patches per epoch; validating on {len(data.val)} image(s), {len(val_ds) if val_ds else 0} patches")
+
+    aug_dir = paths.sub("aug")
+    if cfg.AUGMENTOR.ENABLE and cfg.AUGMENTOR.AUG_SAMPLES and train_ds.transform is not None:
+        n = min(cfg.AUGMENTOR.AUG_NUM_SAMPLES, len(train_ds))
+        plain = PatchDataset(train_ds.samples, train_ds.patch, mode=train_ds.mode, prob_weights=train_ds.prob_weights)
+        plain.set_random_state(seed=cfg.SYSTEM.SEED + 1)
+        pairs = [(it["image"], it["label"]) for it in (plain[i] for i in range(n))]
+        write_aug_samples(train_ds.transform, pairs, aug_dir, cfg.AUGMENTOR.DRAW_GRID)
+    if cfg.DATA.PROBABILITY_MAP:
+        write_prob_maps(train_ds, Path(cfg.PATHS.PROB_MAP_DIR) if cfg.PATHS.PROB_MAP_DIR else paths.prob_map, aug_dir)
+
+    accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
+    workers = num_workers(cfg.SYSTEM.NUM_WORKERS)
+    loader_args = dict(
+        batch_size=cfg.TRAIN.BATCH_SIZE,
+        num_workers=workers,
+        pin_memory=cfg.SYSTEM.PIN_MEM and accelerator == "gpu",
+        persistent_workers=workers > 0,
+    )
+    train_loader = DataLoader(train_ds, shuffle=cfg.AUGMENTOR.SHUFFLE_TRAIN_DATA_EACH_EPOCH, **loader_args)
+    val_loader = DataLoader(val_ds, shuffle=False, **loader_args) if val_ds is not None else None
+
+    monitor = "val_loss" if val_loader is not None else "loss"
+    best = AtomicCheckpoint(dirpath=paths.checkpoints, filename=f"{paths.job}-checkpoint-best", monitor=monitor, mode="min", save_top_k=1, enable_version_counter=False)
+    last = AtomicCheckpoint(dirpath=paths.checkpoints, filename=f"{paths.job}-checkpoint-last", save_top_k=1, monitor=None, enable_version_counter=False)
+    # In a log file (SLURM, CI) a bar redrawn every step floods it; there, update once per epoch.
+    bar = TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else max(1, math.ceil(len(train_ds) / cfg.TRAIN.BATCH_SIZE)))
+    callbacks: list[Callback] = [best, last, EpochLog(paths), bar]
+    if cfg.TRAIN.PATIENCE > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, patience=cfg.TRAIN.PATIENCE, mode="min"))
+
+    model = SegModel(cfg.model_dump(mode="json"), data.class_counts.tolist(), data.normalizer.state())
+    if cfg.MODEL.LOAD_CHECKPOINT:
+        start = choose_checkpoint(cfg, paths)
+        try:
+            model.load_state_dict(load_checkpoint(start)["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise SegflowError(f"checkpoint {start}: its weights do not fit MODEL.* of this config ({str(exc).splitlines()[0]})") from None
+        print(f"Starting from the weights in {start}")
+    n_batches = math.ceil(len(train_ds) / cfg.TRAIN.BATCH_SIZE)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy="ddp" if isinstance(devices, list) and len(devices) > 1 else "auto",
+        precision=precision(cfg.TRAIN.PRECISION, accelerator),
+        max_epochs=cfg.TRAIN.EPOCHS,
+        accumulate_grad_batches=cfg.TRAIN.ACCUM_ITER,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(save_dir=str(paths.run), name="tensorboard", version="", default_hp_metric=False),
+        default_root_dir=str(paths.run),
+        log_every_n_steps=max(1, min(50, n_batches)),
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"Model: {cfg.MODEL.ARCHITECTURE} {cfg.PROBLEM.NDIM}, {n_params / 1e6:.2f} M parameters, on {accelerator} ({precision(cfg.TRAIN.PRECISION, accelerator)})")
+    trainer.fit(model, train_loader, val_loader)
+    return Path(best.best_model_path or last.last_model_path or paths.checkpoint("last"))
+
+
+def choose_checkpoint(cfg: Config, paths: RunPaths) -> Path:
+    """The checkpoint the test phase uses when this run did not train: PATHS.CHECKPOINT_FILE or the job's own."""
+    if cfg.PATHS.CHECKPOINT_FILE:
+        return Path(cfg.PATHS.CHECKPOINT_FILE)
+    which = "best" if cfg.MODEL.LOAD_CHECKPOINT_EPOCH == "best_on_val" else "last"
+    return paths.checkpoint(which)
+
+
+def write_config_copy(cfg: Config, paths: RunPaths, name: str) -> None:
+    """Save the full resolved config (defaults and overrides included) in ``config_files/``."""
+    atomic_write_text(paths.config_files / name, config_to_yaml(cfg))

@@ -1,0 +1,117 @@
+"""The ``run`` and ``check`` commands: config, then training and the test phase, as the config says."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from segflow.config import load_config
+from segflow.data import list_pairs, n_val_images, read_pair
+from segflow.errors import SegflowError
+from segflow.paths import RunPaths
+from segflow.schema import Config
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for w in warnings:
+        print(f"warning: {w}")
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, before hours of training, if results cannot be written."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise SegflowError(f"--result_dir {folder}: {probe} is not writable; choose a folder you can write to")
+
+
+def run(
+    config_path: str | os.PathLike,
+    result_dir: str | os.PathLike,
+    name: str,
+    run_id: str = "1",
+    gpu: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    overwrite: bool = False,
+) -> dict:
+    """Train and/or test as ``TRAIN.ENABLE`` / ``TEST.ENABLE`` say; return the test scores (if any)."""
+    from segflow.testphase import run_test
+    from segflow.training import choose_checkpoint, resolve_devices, train, write_config_copy
+
+    cfg, warnings = load_config(config_path, overrides)
+    _print_warnings(warnings)
+    if "/" in name or "/" in str(run_id):
+        raise SegflowError(f"--name {name} --run_id {run_id}: must not contain '/'")
+    paths = RunPaths(Path(result_dir).resolve(), name, str(run_id))
+    if not cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE:
+        raise SegflowError(f"{config_path}: TRAIN.ENABLE and TEST.ENABLE are both false; nothing to do")
+    check_writable(paths.root)
+    existing = [p for p in (paths.checkpoint("best"), paths.checkpoint("last")) if p.exists()]
+    if cfg.TRAIN.ENABLE and existing and not overwrite:
+        raise SegflowError(
+            f"run {paths.job} already has checkpoints in {paths.checkpoints}; use another --run_id, or --overwrite to replace them"
+        )
+    write_config_copy(cfg, paths, Path(config_path).name)
+    checkpoint = train(cfg, paths, gpu) if cfg.TRAIN.ENABLE else choose_checkpoint(cfg, paths)
+    result: dict = {}
+    if cfg.TEST.ENABLE:
+        accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
+        device = f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu"
+        result = run_test(cfg, paths, checkpoint, device)
+    print(f"FINISHED JOB {paths.job}: results in {paths.run}, checkpoints in {paths.checkpoints}")
+    return result
+
+
+def _describe(label: str, cfg: Config, image_dir: str, mask_dir: str | None, what: str) -> list:
+    pairs = list_pairs(image_dir, mask_dir, what)
+    shapes, dtypes = set(), set()
+    counts = np.zeros(cfg.MODEL.N_CLASSES, dtype=np.int64)
+    samples = []
+    for img_path, mask_path in pairs:
+        image, mask = read_pair(cfg, img_path, mask_path, what)
+        shapes.add(image.shape)
+        dtypes.add(str(image.dtype))
+        if mask is not None:
+            values, n = np.unique(mask, return_counts=True)
+            keep = (values >= 0) & (values < cfg.MODEL.N_CLASSES)
+            counts[values[keep].astype(np.int64)] += n[keep]
+        samples.append(image.shape)
+    print(f"{label}: {len(pairs)} image{'s' if len(pairs) != 1 else ''}" + (" with masks" if mask_dir else "") + f" from {image_dir}")
+    print(f"  shapes {', '.join(str(s) for s in sorted(shapes))}; dtypes {', '.join(sorted(dtypes))}")
+    if mask_dir is not None and counts.sum():
+        fractions = ", ".join(f"{c}: {n / counts.sum():.1%}" for c, n in enumerate(counts))
+        print(f"  classes (pixel fraction): {fractions}")
+        for c in np.flatnonzero(counts == 0):
+            print(f"  warning: class {c} never occurs in these masks")
+    return samples
+
+
+def check(config_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Validate the config and read every image and mask it names, printing what was found."""
+    from segflow.training import check_patch_fits_model
+
+    cfg, warnings = load_config(config_path, overrides)
+    _print_warnings(warnings)
+    check_patch_fits_model(cfg)
+    d = cfg.DATA
+    print(f"Config {config_path}: valid ({cfg.PROBLEM.NDIM}, {cfg.MODEL.N_CLASSES} classes, patch {tuple(d.PATCH_SIZE)}, {cfg.MODEL.ARCHITECTURE})")
+    if cfg.TRAIN.ENABLE:
+        train_shapes = _describe("train", cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train")
+        if d.VAL.FROM_TRAIN:
+            n_val = n_val_images(len(train_shapes), d.VAL.SPLIT_TRAIN)
+            print(f"validation: {n_val} of the training images (DATA.VAL.SPLIT_TRAIN={d.VAL.SPLIT_TRAIN})" if n_val else f"validation: the last {d.VAL.SPLIT_TRAIN:.0%} of the single training image")
+        else:
+            _describe("validation", cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation")
+        small = [s for s in train_shapes if any(a < p for a, p in zip(s[:-1], cfg.spatial_patch))]
+        if small and not d.REFLECT_TO_COMPLETE_SHAPE:
+            raise SegflowError(
+                f"{len(small)} training image(s) (e.g. shape {small[0][:-1]}) are smaller than DATA.PATCH_SIZE {cfg.spatial_patch}; "
+                "use a smaller patch or DATA.REFLECT_TO_COMPLETE_SHAPE: true"
+            )
+    if cfg.TEST.ENABLE:
+        _describe("test", cfg, d.TEST.PATH, d.TEST.GT_PATH if d.TEST.LOAD_GT else None, "test")
+    print("OK: config and data are ready")
+    return cfg
