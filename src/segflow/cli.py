@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import typing
 
 from segflow import __version__
 from segflow.errors import SegflowError
 
 
+class _UsageError(Exception):
+    """A command-line mistake argparse found (missing or unknown option, bad choice)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one ``segflow: error:`` line, like every other error."""
+
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="segflow", description="Train and apply 2D/3D semantic segmentation models from one YAML file.")
+    p = _Parser(prog="segflow", description="Train and apply 2D/3D semantic segmentation models from one YAML file.")
     p.add_argument("--version", action="version", version=f"segflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -41,7 +58,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; bad input prints one line and exits 2, never a traceback."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as exc:
+        print(f"segflow: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    # tifffile logs its own warning before raising on a corrupt file; the error line says it all.
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
     try:
         if args.command == "run":
             from segflow.workflow import run
@@ -64,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
             sys.stdout.write(reference_markdown())
     except SegflowError as exc:
-        print(f"segflow: error: {exc}", file=sys.stderr)
+        print(f"segflow: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("segflow: interrupted", file=sys.stderr)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import os
+import re
+import typing
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -55,12 +58,36 @@ def _section_keys(model: type[BaseModel] = Config, prefix: str = "") -> set[str]
 
 LEAF_KEYS = frozenset(k for k, _ in schema_keys())
 SECTION_KEYS = frozenset(_section_keys())
+TOP_SECTIONS = tuple(Config.model_fields)
 
 
+def _is_text_field(annotation: Any) -> bool:
+    """A ``str`` key, or a Literal of strings (e.g. TRAIN.PRECISION '32')."""
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) is typing.Literal:
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
+    return False
+
+
+TEXT_KEYS = frozenset(k for k, f in schema_keys() if _is_text_field(f.annotation))
+
+
+@functools.cache
 def biapy_keys() -> frozenset[str]:
     """Leaf keys of BiaPy 3.5.10's configuration."""
     text = resources.files("segflow").joinpath("biapy_keys.txt").read_text()
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+@functools.cache
+def biapy_sections() -> frozenset[str]:
+    """Sections (every dotted prefix) of BiaPy 3.5.10's configuration."""
+    out = set()
+    for key in biapy_keys():
+        parts = key.split(".")
+        out |= {".".join(parts[:i]) for i in range(1, len(parts))}
+    return frozenset(out)
 
 
 def _parse_tuples(value: Any) -> Any:
@@ -103,9 +130,16 @@ def _check_keys(flat: Iterable[tuple[str, Any]], source: str) -> tuple[dict[str,
     biapy = biapy_keys()
     for key, value in flat:
         if key in LEAF_KEYS:
+            if key in TEXT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)  # YAML reads PRECISION: 32 or PATH: 2024 as numbers
             known[key] = value
             continue
-        if key in biapy:
+        if key in SECTION_KEYS:
+            example = next(k for k, _ in schema_keys() if k.startswith(key + "."))
+            raise SegflowError(
+                f"{source}: {key} is a section, not a key: put its keys under it (e.g. {example}) instead of the value {value!r}"
+            )
+        if key in biapy or key in biapy_sections():
             if _is_disabled(value):
                 warnings.append(f"{source}: {key} is a BiaPy key that segflow does not implement; ignored because it is off ({value!r})")
                 continue
@@ -113,13 +147,23 @@ def _check_keys(flat: Iterable[tuple[str, Any]], source: str) -> tuple[dict[str,
                 f"{source}: {key} is a BiaPy key that segflow does not implement (value {value!r}); "
                 f"remove it, or set it to false to ignore it (see docs/config-reference.md for what segflow supports)"
             )
-        hint = difflib.get_close_matches(key, sorted(LEAF_KEYS), n=1, cutoff=0.6)
-        if not hint:
-            last = key.rsplit(".", 1)[-1]
-            hint = [k for k in sorted(LEAF_KEYS) if k.rsplit(".", 1)[-1] == last][:1]
-        suggestion = f"; did you mean {hint[0]}?" if hint else "; see docs/config-reference.md for every key"
-        raise SegflowError(f"{source}: unknown config key {key}{suggestion}")
+        raise SegflowError(f"{source}: unknown config key {key}{_suggest(str(key))}")
     return known, warnings
+
+
+def _suggest(key: str) -> str:
+    """``; did you mean X?`` for a mistyped key (case-insensitive), or where to look."""
+    upper = {k.upper(): k for k in sorted(LEAF_KEYS)}
+    hint = difflib.get_close_matches(key.upper(), list(upper), n=1, cutoff=0.6)
+    if not hint:
+        last = key.rsplit(".", 1)[-1].upper()
+        hint = [k for k in upper if k.rsplit(".", 1)[-1] == last][:1]
+    if hint:
+        return f"; did you mean {upper[hint[0]]}?"
+    top = key.split(".", 1)[0]
+    if top.upper() not in TOP_SECTIONS:
+        return f" ({top} is not a section; the sections are {', '.join(TOP_SECTIONS)})"
+    return "; see docs/config-reference.md for every key"
 
 
 def _nest(flat: dict[str, Any]) -> dict:
@@ -138,11 +182,19 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise SegflowError(f"-D {text}: expected KEY=VALUE, e.g. -D TRAIN.EPOCHS=5")
     key, raw = text.split("=", 1)
+    key = key.strip()
+    if key in TEXT_KEYS:  # a path or a name: keep what was typed (2024, yes, 1e3 stay text)
+        return key, raw.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.strip(), _parse_tuples(value)
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as text
+    return key, _parse_tuples(value)
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _format_validation(err: ValidationError, source: str) -> str:
@@ -152,8 +204,23 @@ def _format_validation(err: ValidationError, source: str) -> str:
         msg = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-        lines.append(f"{source}: {key or 'config'}: {msg}{shown}")
+        lines.append(f"{source}: {key + ': ' if key else ''}{msg}{shown}")
     return "; ".join(lines)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key} is given twice in the same section (the first would be ignored); merge them", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: Path) -> dict:
@@ -165,7 +232,7 @@ def read_yaml(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise SegflowError(f"config file {path} cannot be read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -190,18 +257,20 @@ def build_config(
     against the current folder (they were typed in the user's shell).
     """
     known, warnings = _check_keys(_flatten(_parse_tuples(tree or {})), source)
-    if base_dir is not None:
-        for key in PATH_KEYS:
-            if isinstance(known.get(key), str) and known[key] and not os.path.isabs(known[key]):
-                known[key] = str((Path(base_dir) / known[key]).resolve())
+    for key in PATH_KEYS:
+        if isinstance(known.get(key), str) and known[key]:
+            path = os.path.expanduser(known[key])
+            if base_dir is not None and not os.path.isabs(path):
+                path = str((Path(base_dir) / path).resolve())
+            known[key] = path
     over: dict[str, Any] = {}
     for text in overrides:
         key, value = parse_override(text)
         over[key] = value
-    over_known, over_warnings = _check_keys(over.items(), "-D")
+    over_known, over_warnings = _check_keys(_flatten(over), "-D")
     for key in PATH_KEYS:
         if isinstance(over_known.get(key), str) and over_known[key]:
-            over_known[key] = str(Path(over_known[key]).resolve())
+            over_known[key] = str(Path(over_known[key]).expanduser().resolve())
     known.update(over_known)
     try:
         cfg = Config.model_validate(_nest(known))

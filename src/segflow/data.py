@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,26 +34,59 @@ class Normalizer:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Normalise one channels-last image to float32."""
-        dtype = image.dtype
-        x = image.astype(np.float32, copy=True)
+        return self.apply(image, self.stats(image))
+
+    def stats(self, image: np.ndarray) -> dict:
+        """The per-image values the normalisation needs, measured without a whole-image float copy,
+        so that windows of a large (or memory-mapped) image can be normalised one at a time."""
+        out: dict = {"dtype": image.dtype}
         if self.cfg.PERC_CLIP:
-            lo, hi = np.percentile(x, [self.cfg.PERC_LOWER, self.cfg.PERC_UPPER])
-            np.clip(x, lo, hi, out=x)
+            out["clip"] = tuple(float(v) for v in np.percentile(image, [self.cfg.PERC_LOWER, self.cfg.PERC_UPPER]))
+        if self.cfg.TYPE == "scale_range":
+            lo, hi = float(image.min()), float(image.max())
+            if "clip" in out:  # clipping is monotone: the clipped extremes are the clipped raw extremes
+                lo, hi = (float(np.clip(v, *out["clip"])) for v in (lo, hi))
+            out["range"] = (lo, hi)
+        elif self.cfg.TYPE == "zero_mean_unit_variance":
+            n, total, squares = self._moments(image, out.get("clip"))
+            mean = total / n
+            out["mean_std"] = (mean, max(squares / n - mean * mean, 0.0) ** 0.5)
+        return out
+
+    def apply(self, image: np.ndarray, stats: dict) -> np.ndarray:
+        """Normalise ``image`` (or a window of it) with ``stats`` measured on the whole image."""
+        x = image.astype(np.float32, copy=True)
+        if "clip" in stats:
+            np.clip(x, *stats["clip"], out=x)
         kind = self.cfg.TYPE
         if kind == "div":
             # Divide by the range of the stored type, never by the data's max: a dim uint16 image
             # must not be stretched differently from a bright one.
-            if np.issubdtype(dtype, np.integer):
-                x /= float(np.iinfo(dtype).max)
+            if np.issubdtype(stats["dtype"], np.integer):
+                x /= float(np.iinfo(stats["dtype"]).max)
         elif kind == "scale_range":
-            lo, hi = float(x.min()), float(x.max())
+            lo, hi = stats["range"]
             x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
         elif kind == "zero_mean_unit_variance":
-            std = float(x.std())
-            x = (x - float(x.mean())) / (std if std > 1e-8 else 1.0)
+            mean, std = stats["mean_std"]
+            x = (x - mean) / (std if std > 1e-8 else 1.0)
         else:  # custom
             x = (x - float(self.mean)) / float(self.std)
         return x
+
+    @staticmethod
+    def _moments(image: np.ndarray, clip: tuple[float, float] | None) -> tuple[float, float, float]:
+        """Pixel count, sum and sum of squares, in float64, one slab of the first axis at a time."""
+        n = total = squares = 0.0
+        step = max(1, int(2**24 // max(1, image[0].size)))
+        for i in range(0, image.shape[0], step):
+            slab = np.asarray(image[i : i + step], dtype=np.float64)
+            if clip is not None:
+                np.clip(slab, *clip, out=slab)
+            n += slab.size
+            total += float(slab.sum())
+            squares += float(np.square(slab).sum())
+        return n, total, squares
 
     def fit(self, raw_images: list[np.ndarray]) -> None:
         """For TYPE 'custom' with -1 values: measure mean and std on the (clipped) training images."""
@@ -62,11 +95,12 @@ class Normalizer:
         self.mean = self.cfg.CUSTOM_MEAN if self.cfg.CUSTOM_MEAN != -1 else None
         self.std = self.cfg.CUSTOM_STD if self.cfg.CUSTOM_STD != -1 else None
         if self.mean is None or self.std is None:
-            total = sum(float(im.size) for im in raw_images)
-            mean = sum(float(im.astype(np.float64).sum()) for im in raw_images) / total
-            var = sum(float(((im.astype(np.float64) - mean) ** 2).sum()) for im in raw_images) / total
+            # Measure the images as they are normalised: clipped first when PERC_CLIP is on.
+            moments = [self._moments(im, self.stats(im).get("clip")) for im in raw_images]
+            n, total, squares = (sum(m[i] for m in moments) for i in range(3))
+            mean = total / n
             self.mean = mean if self.mean is None else self.mean
-            self.std = (var**0.5 or 1.0) if self.std is None else self.std
+            self.std = (max(squares / n - mean * mean, 0.0) ** 0.5 or 1.0) if self.std is None else self.std
 
     def state(self) -> dict:
         """What the checkpoint stores besides the config."""
@@ -161,14 +195,6 @@ def _key(what: str) -> str:
     return {"train": "DATA.TRAIN", "validation": "DATA.VAL", "test": "DATA.TEST"}[what]
 
 
-def to_samples(raw: list[tuple[Path, np.ndarray, Path | None, np.ndarray | None]], normalizer: Normalizer) -> list[Sample]:
-    """Normalise raw pairs into ``Sample``s."""
-    return [
-        Sample(name=p.stem, image=normalizer(img), mask=msk, path=p, mask_path=mp)
-        for p, img, mp, msk in raw
-    ]
-
-
 @dataclass
 class TrainData:
     """Training and validation samples plus the fitted normaliser."""
@@ -203,22 +229,25 @@ def split_train_val(samples: list[Sample], fraction: float, shuffle: bool, seed:
     if shuffle:
         np.random.default_rng(seed).shuffle(order)
     n_val = n_val_images(len(samples), fraction)
-    val_idx = set(order[:n_val].tolist())
+    # Hold out the end of the (shuffled) list, as BiaPy's train_test_split does and as the single-image
+    # case holds out the end of the image.
+    val_idx = set(order[len(order) - n_val :].tolist())
     return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
 
 
 def load_train_data(cfg: Config) -> TrainData:
-    """Read, check and normalise the training images, and split off the validation set."""
+    """Read and check the training images, split off the validation set, and normalise both with
+    statistics measured on the training part only (no validation pixels leak into them)."""
     d = cfg.DATA
-    raw = read_pairs(cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train", d.TRAIN.CHECK_DATA)
-    normalizer = Normalizer(d.NORMALIZATION)
-    normalizer.fit([img for _, img, _, _ in raw])
-    samples = to_samples(raw, normalizer)
+    raw = [Sample(p.stem, img, msk, p, mp) for p, img, mp, msk in read_pairs(cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train", d.TRAIN.CHECK_DATA)]
     if d.VAL.FROM_TRAIN:
-        train, val = split_train_val(samples, d.VAL.SPLIT_TRAIN, d.VAL.RANDOM, cfg.SYSTEM.SEED)
+        train, val = split_train_val(raw, d.VAL.SPLIT_TRAIN, d.VAL.RANDOM, cfg.SYSTEM.SEED)
     else:
-        train = samples
-        val = to_samples(read_pairs(cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation", d.TRAIN.CHECK_DATA), normalizer)
+        train = raw
+        val = [Sample(p.stem, img, msk, p, mp) for p, img, mp, msk in read_pairs(cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation", d.TRAIN.CHECK_DATA)]
+    normalizer = Normalizer(d.NORMALIZATION)
+    normalizer.fit([s.image for s in train])
+    train, val = ([replace(s, image=normalizer(s.image)) for s in part] for part in (train, val))
     counts = np.zeros(cfg.MODEL.N_CLASSES, dtype=np.int64)
     for s in train:
         values, n = np.unique(s.mask, return_counts=True)

@@ -44,7 +44,7 @@ def demo(out: str | Path = "demo_results", gpu: str | None = None, overrides: tu
     config.write_text(yaml.safe_dump(DEMO_CONFIG, sort_keys=False))
     print(f"Synthetic dataset in {out / 'data'}; config {config}")
     result = run(config, out, "demo", "1", gpu, overrides, overwrite=True)
-    fg = result["per_image_mean"]["foreground_iou"]
+    fg = result["merge patches"]["per_image_mean"]["foreground_iou"]
     run_dir = out / "demo" / "results" / "demo_1"
     print(f"\nDemo finished in {time.monotonic() - start:.0f} s.")
     print(f"Test foreground IoU (per image mean): {fg:.3f}")

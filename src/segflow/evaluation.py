@@ -11,11 +11,19 @@ import numpy as np
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, n_classes: int, ignore_id: int = -1) -> np.ndarray:
-    """``n_classes x n_classes`` pixel counts, rows = mask class, columns = predicted class."""
-    gt = np.asarray(gt).ravel().astype(np.int64)
-    pred = np.asarray(pred).ravel().astype(np.int64)
-    keep = (gt >= 0) & (gt < n_classes) & (gt != ignore_id)
-    return np.bincount(gt[keep] * n_classes + pred[keep], minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    """``n_classes x n_classes`` pixel counts, rows = mask class, columns = predicted class.
+
+    Counted in chunks, so a large volume needs no full-size int64 copies.
+    """
+    gt, pred = np.asarray(gt).reshape(-1), np.asarray(pred).reshape(-1)
+    out = np.zeros(n_classes * n_classes, dtype=np.int64)
+    step = 1 << 24
+    for i in range(0, gt.size, step):
+        g = gt[i : i + step].astype(np.int64)
+        p = pred[i : i + step].astype(np.int64)
+        keep = (g >= 0) & (g < n_classes) & (g != ignore_id)
+        out += np.bincount(g[keep] * n_classes + p[keep], minlength=n_classes * n_classes)
+    return out.reshape(n_classes, n_classes)
 
 
 def scores(conf: np.ndarray) -> dict[str, float | list[float]]:

@@ -2,7 +2,9 @@
 
 Arrays come back in BiaPy's axis order with channels last: ``(y, x, c)`` in 2D, ``(z, y, x, c)`` in 3D.
 TIFF axes are taken from the file's own metadata (tifffile's series axes) rather than guessed from
-the shape; only files without such metadata fall back to the expected channel count.
+the shape; only files without such metadata (no axes, or only tifffile's generic page axes Q/I) fall
+back to the expected channel count. A 2D image given with PROBLEM.NDIM 3D, or a 3D stack with 2D, is
+an error that says so.
 """
 
 from __future__ import annotations
@@ -53,27 +55,53 @@ def _read_raw(path: Path) -> tuple[np.ndarray, str | None]:
     except SegflowError:
         raise
     except Exception as exc:  # decoders raise many types for corrupt files; all mean the same to a user
-        raise SegflowError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}); the file may be corrupt or truncated") from None
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise SegflowError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); the file may be corrupt or truncated") from None
     raise SegflowError(f"{path}: unsupported file type '{suffix}'; segflow reads {', '.join(IMAGE_EXTENSIONS)}")
 
 
 def _to_channels_last(arr: np.ndarray, axes: str | None, ndim: int, channels: int | None, path: Path) -> np.ndarray:
     """Reorder ``arr`` to ``(y, x, c)`` / ``(z, y, x, c)`` using the file's axes where known."""
-    if axes is not None and len(axes) == arr.ndim:
-        # tifffile names channel axes C or S (samples), z as Z, and a plain page stack as I or Q.
+    if axes is None or len(axes) != arr.ndim:
+        axes = None
+    if ndim == 3 and axes == "SYX" and arr.shape[0] != channels:
+        # tifffile.imwrite (without photometric=) stores a (3 or 4, y, x) array as planar RGB(A); in 3D,
+        # when the image is not expected to have that many channels, it is a small z-stack.
+        axes = "ZYX"
+    # tifffile names channel axes C or S (samples), z as Z, and a plain page stack as I or Q; a file
+    # whose only axes besides y and x are I/Q records no real axis information.
+    informative = axes is not None and not set(axes) <= set("YXQI")
+    if informative:
         channel_axes = [i for i, a in enumerate(axes) if a in "CS"]
         if len(channel_axes) == 1 and channel_axes[0] != arr.ndim - 1:
             arr = np.moveaxis(arr, channel_axes[0], -1)
-            axes = axes.replace(axes[channel_axes[0]], "") + "C"
+            axes = axes.replace(axes[channel_axes[0]], "") + axes[channel_axes[0]]
+        spatial = [n for a, n in zip(axes, arr.shape) if a not in "CS" and (n > 1 or a in "YX")]
+        if ndim == 3 and channel_axes and len(spatial) == 2:
+            raise SegflowError(
+                f"{path}: image has shape {arr.shape} (axes {axes}), a 2D image with channels, but PROBLEM.NDIM is 3D; "
+                "set PROBLEM.NDIM: 2D or give 3D stacks"
+            )
+        if ndim == 2 and (("Z" in axes and arr.shape[axes.index("Z")] > 1) or len(spatial) > 2):
+            raise SegflowError(
+                f"{path}: image has shape {arr.shape} (axes {axes}), a 3D stack, but PROBLEM.NDIM is 2D; "
+                "set PROBLEM.NDIM: 3D or give 2D images"
+            )
     # Drop leading singleton axes (e.g. T=1) beyond what the dimensionality needs.
     while arr.ndim > ndim + 1 and arr.shape[0] == 1:
         arr = arr[0]
-    has_channel_axis = arr.ndim == ndim + 1
     if arr.ndim == ndim:
         arr = arr[..., None]
-    elif has_channel_axis and axes is None and channels is not None and arr.shape[-1] != channels and arr.shape[0] == channels:
-        # No metadata: a channels-first file whose first axis matches the expected channel count.
-        arr = np.moveaxis(arr, 0, -1)
+    elif arr.ndim == ndim + 1 and not informative and channels is not None and arr.shape[-1] != channels:
+        if arr.shape[0] == channels:
+            # No axis metadata: a channels-first file whose first axis matches the expected channel count.
+            arr = np.moveaxis(arr, 0, -1)
+        elif ndim == 2:
+            raise SegflowError(
+                f"{path}: image has shape {arr.shape}: as (y, x, c) it has {arr.shape[-1]} channels, but DATA.PATCH_SIZE "
+                f"ends in {channels}; if it is a 3D stack of {arr.shape[0]} slices set PROBLEM.NDIM: 3D, otherwise set "
+                f"the last value of DATA.PATCH_SIZE to its channel count"
+            )
     if arr.ndim != ndim + 1:
         want = "(z, y, x) or (z, y, x, c)" if ndim == 3 else "(y, x) or (y, x, c)"
         raise SegflowError(
@@ -92,7 +120,8 @@ def read_image(path: str | os.PathLike, ndim: int, channels: int | None = None) 
         arr = arr.astype(np.uint8)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise SegflowError(f"{path}: pixel type {arr.dtype} is not supported; use integer or float images")
-    if ndim == 3 and arr.ndim == 2:
+    if ndim == 3 and (arr.ndim == 2 or path.suffix.lower() in (".png", ".jpg", ".jpeg")):
+        # PNG and JPG hold only 2D images; an RGB one must not be read as a stack of 3-pixel-wide slices.
         raise SegflowError(f"{path}: image has shape {arr.shape}, a 2D image, but PROBLEM.NDIM is 3D; set PROBLEM.NDIM: 2D or give 3D stacks")
     return _to_channels_last(arr, axes, ndim, channels, path)
 

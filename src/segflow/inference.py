@@ -1,22 +1,37 @@
-"""Prediction from a checkpoint: load it, normalise an image, run overlapping windows, blend them.
+"""Prediction from a checkpoint: load it, then predict images of any size three ways.
 
-Windows are batched through the network and blended with a Gaussian weight (MONAI's
-``sliding_window_inference``), so no seam shows between them.
+- ``merge``: overlapping windows, batched through the network and blended with a Gaussian weight so no
+  seam shows. The Gaussian weight is a product of 1D weights and the windows lie on a product grid, so the
+  sum of weights at each pixel is a product of three 1D sums: the blend needs no full-size weight map.
+  Memory is the output itself plus one batch of windows (the input is read window by window and may be a
+  memory-mapped file).
+- ``full``: the whole image in one pass, reflect-padded to a multiple of what the network needs.
+- per patch (``patch_scores``): non-overlapping patches predicted alone, for BiaPy's per-patch IoU.
+
+Test-time augmentation averages the 8 flips/rotations of the y-x plane (16 with z flips in 3D); it is
+applied to each batch of windows, which keeps memory bounded too.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
+from tqdm import tqdm
 
 from segflow.data import Normalizer
 from segflow.errors import SegflowError
+from segflow.evaluation import confusion, scores
+from segflow.models import divisor
+from segflow.patches import axis_starts, grid_starts
 from segflow.schema import Config
+
+WindowFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -41,6 +56,92 @@ def overlap_fraction(cfg: Config, patch: tuple[int, ...]) -> list[float]:
         ov = float(t.OVERLAP[i]) if i < len(t.OVERLAP) else 0.0
         pad = float(t.PADDING[i]) if i < len(t.PADDING) else 0.0
         out.append(min(0.9, max(ov, 2 * pad / p)))
+    return out
+
+
+def gaussian_1d(size: int, sigma_scale: float = 0.125) -> np.ndarray:
+    """A window's blending weight along one axis (MONAI's and nnU-Net's sigma = size / 8), never zero."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-0.5 * (x / max(size * sigma_scale, 1e-6)) ** 2)
+    return np.maximum(g / g.max(), 1e-3)
+
+
+def _outer(vectors: list[np.ndarray]) -> np.ndarray:
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = np.multiply.outer(out, v)
+    return out
+
+
+def tta_views(fn: WindowFn, ndim: int) -> WindowFn:
+    """Average ``fn`` over the 4 rotations x 2 flips of the y-x plane (x 2 z flips in 3D)."""
+
+    def averaged(x: torch.Tensor) -> torch.Tensor:
+        total = None
+        z_flips = (False, True) if ndim == 3 else (False,)
+        for k, flip_x, flip_z in itertools.product(range(4), (False, True), z_flips):
+            dims = ([-1] if flip_x else []) + ([-3] if flip_z else [])
+            v = torch.rot90(x, k, dims=(-2, -1))
+            v = torch.flip(v, dims) if dims else v
+            y = fn(v)
+            y = torch.flip(y, dims) if dims else y
+            y = torch.rot90(y, -k, dims=(-2, -1))
+            total = y if total is None else total + y
+        return total / (8 * len(z_flips))
+
+    return averaged
+
+
+def predict_windows(
+    image: np.ndarray,
+    fn: WindowFn,
+    patch: tuple[int, ...],
+    overlap: list[float] | tuple[float, ...],
+    batch_size: int,
+    prepare: Callable[[np.ndarray], np.ndarray] = lambda w: w,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """Blend ``fn`` over overlapping windows of a channels-last ``image``; return ``(K, *spatial)`` float32.
+
+    ``prepare`` turns a raw window ``(*patch, C)`` into network input (normalisation), so the image
+    itself is never copied whole. ``fn`` maps ``(B, C, *patch)`` to per-class scores ``(B, K, *patch)``.
+    """
+    spatial = tuple(image.shape[:-1])
+    # An image smaller than the window is padded (it is small, so the copy is too).
+    if any(s < p for s, p in zip(spatial, patch)):
+        pad = [(0, max(0, p - s)) for s, p in zip(spatial, patch)]
+        mode = "reflect" if all(s > max(pw) for s, (_, *pw) in zip(spatial, pad)) else "edge"
+        padded = np.pad(np.asarray(image), pad + [(0, 0)], mode=mode)
+        out = predict_windows(padded, fn, patch, overlap, batch_size, prepare, device, progress)
+        return out[(slice(None), *(slice(0, s) for s in spatial))]
+    starts = [axis_starts(s, p, ov) for s, p, ov in zip(spatial, patch, overlap)]
+    weights_1d = [gaussian_1d(p) for p in patch]
+    # Sum of the weights of all windows covering each position, one axis at a time.
+    norms = []
+    for s, p, st, w in zip(spatial, patch, starts, weights_1d):
+        acc = np.zeros(s)
+        for a in st:
+            acc[a : a + p] += w
+        norms.append(acc)
+    weight = torch.as_tensor(_outer(weights_1d), dtype=torch.float32, device=device)
+    corners = list(itertools.product(*starts))
+    out: np.ndarray | None = None
+    batches = range(0, len(corners), batch_size)
+    for b in tqdm(batches, desc="windows", unit="batch", disable=not progress, leave=False):
+        chunk = corners[b : b + batch_size]
+        regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in chunk]
+        windows = np.stack([prepare(np.asarray(image[r])) for r in regions])
+        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(windows, -1, 1), dtype=np.float32)).to(device)
+        y = (fn(x).float() * weight).cpu().numpy()
+        if out is None:
+            out = np.zeros((y.shape[1], *spatial), dtype=np.float32)
+        for r, yw in zip(regions, y):
+            out[(slice(None), *r)] += yw
+    # Normalise slab by slab along the first axis, so no full-size temporary is made.
+    rest = _outer(norms[1:]).astype(np.float32) if len(norms) > 1 else np.float32(1)
+    for i, n0 in enumerate(norms[0]):
+        out[:, i] /= np.float32(n0) * rest
     return out
 
 
@@ -75,28 +176,104 @@ class Predictor:
     def n_classes(self) -> int:
         return self.cfg.MODEL.N_CLASSES
 
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+    def window_fn(self, tta: bool = False) -> WindowFn:
+        """Windows in, class probabilities out; averaged over flips and rotations with ``tta``."""
+        return tta_views(self._probabilities, self.cfg.ndim) if tta else self._probabilities
+
+    def as_image(self, image: np.ndarray) -> np.ndarray:
+        """Accept ``(y, x)`` / ``(z, y, x)`` as well as channels-last input."""
+        if image.ndim == self.cfg.ndim:
+            image = image[..., None]
+        if image.ndim != self.cfg.ndim + 1 or image.shape[-1] != self.cfg.in_channels:
+            raise SegflowError(
+                f"image of shape {image.shape} does not fit this {self.cfg.PROBLEM.NDIM} model with {self.cfg.in_channels} channel(s); "
+                f"give {'(z, y, x' if self.cfg.ndim == 3 else '(y, x'}{', c)' if self.cfg.in_channels > 1 else ')'}"
+            )
+        return image
+
     @torch.inference_mode()
-    def predict(self, image: np.ndarray, overlap: list[float] | None = None, batch_size: int | None = None) -> np.ndarray:
-        """Class probabilities for a raw channels-last image: ``(..., 1)`` foreground for binary, ``(..., N)`` otherwise."""
-        cfg = self.cfg
-        x = torch.from_numpy(np.moveaxis(self.normalizer(image), -1, 0)[None].copy()).to(self.device)
-        patch = cfg.spatial_patch
-        if batch_size is None:
-            batch_size = cfg.TEST.BATCH_SIZE if cfg.TEST.BATCH_SIZE > 0 else 2 * cfg.TRAIN.BATCH_SIZE
-        logits = sliding_window_inference(
-            x,
-            roi_size=patch,
-            sw_batch_size=batch_size,
-            predictor=self.net,
-            overlap=overlap if overlap is not None else overlap_fraction(cfg, patch),
-            mode="gaussian",
-            padding_mode="replicate",  # works for images of any size, unlike reflect
-        )
-        probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-        return np.moveaxis(probs[0].float().cpu().numpy(), 0, -1)
+    def predict(
+        self,
+        image: np.ndarray,
+        overlap: list[float] | None = None,
+        batch_size: int | None = None,
+        tta: bool = False,
+        full_image: bool = False,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Class probabilities for a raw image, channels last: ``(..., 1)`` foreground for binary, ``(..., N)`` otherwise."""
+        image = self.as_image(image)
+        stats = self.normalizer.stats(image)
+        fn = self.window_fn(tta)
+        if full_image:
+            out = self._full(image, stats, fn)
+        else:
+            patch = self.cfg.spatial_patch
+            if batch_size is None:
+                batch_size = self.cfg.TEST.BATCH_SIZE if self.cfg.TEST.BATCH_SIZE > 0 else 2 * self.cfg.TRAIN.BATCH_SIZE
+            out = predict_windows(
+                image,
+                fn,
+                patch,
+                overlap if overlap is not None else overlap_fraction(self.cfg, patch),
+                batch_size,
+                prepare=lambda w: self.normalizer.apply(w, stats),
+                device=self.device,
+                progress=progress,
+            )
+        return np.moveaxis(out, 0, -1)
+
+    def _full(self, image: np.ndarray, stats: dict, fn: WindowFn) -> np.ndarray:
+        """The whole image in one pass, reflect-padded up to a multiple of the network's divisor."""
+        spatial = image.shape[:-1]
+        div = divisor(self.cfg)
+        pad = [(0, -s % d) for s, d in zip(spatial, div)]
+        x = self.normalizer.apply(np.asarray(image), stats)
+        x = np.pad(x, pad + [(0, 0)], mode="reflect" if all(s > p for s, (_, p) in zip(spatial, pad)) else "edge")
+        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)[None], dtype=np.float32)).to(self.device)
+        y = fn(t)[0].float().cpu().numpy()
+        return y[(slice(None), *(slice(0, s) for s in spatial))]
 
     def labels(self, probs: np.ndarray) -> np.ndarray:
-        """Class ids from probabilities; binary uses the 0.5 threshold, the same one the IoU uses."""
+        """Class ids from channels-last probabilities; binary uses the 0.5 threshold, the same one the IoU uses."""
         if probs.shape[-1] == 1:
             return (probs[..., 0] > 0.5).astype(np.uint8)
         return probs.argmax(-1).astype(np.uint8 if self.n_classes <= 256 else np.uint16)
+
+    def predict_labels(self, image: np.ndarray, **kwargs: object) -> np.ndarray:
+        """Class ids for a raw image (see ``predict`` for the options)."""
+        return self.labels(self.predict(image, **kwargs))
+
+    @torch.inference_mode()
+    def patch_scores(self, image: np.ndarray, mask: np.ndarray, batch_size: int = 8, tta: bool = False) -> list[dict]:
+        """BiaPy's per-patch evaluation: non-overlapping patches predicted alone, scores per patch."""
+        image = self.as_image(image)
+        stats = self.normalizer.stats(image)
+        patch = self.cfg.spatial_patch
+        if any(s < p for s, p in zip(image.shape[:-1], patch)):
+            return []
+        fn = self.window_fn(tta)
+        corners = grid_starts(image.shape[:-1], patch)
+        ignore = self.cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
+        out = []
+        for b in range(0, len(corners), batch_size):
+            regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in corners[b : b + batch_size]]
+            windows = np.stack([self.normalizer.apply(np.asarray(image[r]), stats) for r in regions])
+            x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(windows, -1, 1), dtype=np.float32)).to(self.device)
+            probs = np.moveaxis(fn(x).float().cpu().numpy(), 1, -1)
+            for r, p in zip(regions, probs):
+                out.append(scores(confusion(self.labels(p), mask[r], self.n_classes, ignore)))
+        return out
+
+
+def load_model(path: str | os.PathLike, device: str | None = None) -> Predictor:
+    """Load a checkpoint for prediction from Python: ``segflow.load_model(path).predict(array)``.
+
+    ``device`` defaults to the first CUDA GPU when there is one, else the CPU.
+    """
+    device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    return Predictor.from_checkpoint(path, device)

@@ -14,22 +14,29 @@ from segflow.errors import SegflowError
 from segflow.images import write_tiff
 
 
+def axis_starts(size: int, patch: int, overlap: float = 0.0) -> list[int]:
+    """Start positions of patches of length ``patch`` covering ``size`` with at least ``overlap`` (a fraction).
+
+    The last patch is moved back to end at the border, so every position is covered and no patch
+    needs padding (when ``size >= patch``; a smaller axis gets one patch at 0).
+    """
+    ov = float(overlap)
+    if not 0 <= ov < 1:
+        raise SegflowError(f"overlap {ov} must be in [0, 1)")
+    step = max(1, int(patch * (1 - ov)))
+    starts = list(range(0, max(size - patch, 0) + 1, step))
+    if starts[-1] + patch < size:
+        starts.append(size - patch)
+    return starts
+
+
 def grid_starts(shape: tuple[int, ...], patch: tuple[int, ...], overlap: tuple[float, ...] = ()) -> list[tuple[int, ...]]:
     """Start corners of patches covering ``shape`` with at least ``overlap`` (fraction per axis).
 
     The last patch on each axis is moved back to end at the border, so every pixel is covered and
     no patch needs padding.
     """
-    axes = []
-    for i, (size, p) in enumerate(zip(shape, patch)):
-        ov = float(overlap[i]) if i < len(overlap) else 0.0
-        if not 0 <= ov < 1:
-            raise SegflowError(f"overlap {ov} must be in [0, 1)")
-        step = max(1, int(p * (1 - ov)))
-        starts = list(range(0, max(size - p, 0) + 1, step))
-        if starts[-1] + p < size:
-            starts.append(size - p)
-        axes.append(starts)
+    axes = [axis_starts(size, p, overlap[i] if i < len(overlap) else 0.0) for i, (size, p) in enumerate(zip(shape, patch))]
     return [tuple(int(v) for v in c) for c in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(shape))]
 
 
@@ -56,6 +63,8 @@ def probability_map(mask: np.ndarray, w_fg: float, w_bg: float) -> np.ndarray:
     fg = mask > 0
     n_fg, n_bg = int(fg.sum()), int(fg.size - fg.sum())
     w_fg, w_bg = (w_fg if n_fg else 0.0), (w_bg if n_bg else 0.0)
+    if w_fg + w_bg <= 0:  # only the zero-weighted kind of pixel is present: every pixel alike
+        return np.full(mask.shape, 1.0 / mask.size, dtype=np.float32)
     prob = np.where(fg, w_fg / max(n_fg, 1), w_bg / max(n_bg, 1)).astype(np.float64)
     return (prob / prob.sum()).astype(np.float32)
 
@@ -116,7 +125,10 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
         w_fg, w_bg = self.prob_weights
         fg, bg = self._fg[i], self._bg[i]
         w_fg, w_bg = (w_fg if fg.size else 0.0), (w_bg if bg.size else 0.0)
-        pool = fg if self.R.random_sample() * (w_fg + w_bg) < w_fg else bg
+        if w_fg + w_bg <= 0:  # only the zero-weighted kind of pixel is present: draw from it
+            pool = fg if fg.size else bg
+        else:
+            pool = fg if self.R.random_sample() * (w_fg + w_bg) < w_fg else bg
         centre = np.unravel_index(int(pool[self.R.randint(0, pool.size)]), shape)
         start = tuple(int(min(max(c - p // 2, 0), s - p)) for c, p, s in zip(centre, self.patch, shape))
         return start, tuple(int(c) for c in centre)
@@ -154,8 +166,11 @@ def write_prob_maps(dataset: PatchDataset, prob_dir: Path, aug_dir: Path, n_mark
     w_fg, w_bg = dataset.prob_weights
     for s in dataset.samples:
         write_tiff(prob_dir / f"prob_map_{s.name}.tif", probability_map(s.mask, w_fg, w_bg), ndim=s.mask.ndim)
-    for k in range(min(n_marks, len(dataset.samples))):
-        start, centre = dataset.random_start(k)
+    # Drawing the check patches must not shift the training draws: restore the generator after.
+    saved = dataset.R.get_state()
+    draws = [dataset.random_start(k) for k in range(min(n_marks, len(dataset.samples)))]
+    dataset.R.set_state(saved)
+    for k, (start, centre) in enumerate(draws):
         s = dataset.samples[k]
         z = centre[0] if s.mask.ndim == 3 else None
         planes = {"x": s.image[..., 0], "y": s.mask.astype(np.float32)}

@@ -99,7 +99,9 @@ def reference_markdown() -> str:
             section = top
             lines += ["", f"## {section}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         default = field.default if field.default is not PydanticUndefined else None
-        lines.append(f"| `{key}` | {_type_name(field.annotation)} | `{_yaml_value(default)}` | {field.description or ''} |")
+        cells = (f"`{key}`", _type_name(field.annotation), f"`{_yaml_value(default)}`", field.description or "")
+        # A '|' inside a cell (Literal types: 'unet' | 'resunet') would split the table row.
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

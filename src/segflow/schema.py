@@ -31,7 +31,7 @@ class SystemConfig(Section):
     )
     SEED: int = Field(0, description="Seed for every random generator (python, numpy, torch, workers); runs with the same seed repeat.")
     PIN_MEM: bool = Field(True, description="Pin host memory for faster copies to the GPU (ignored on the CPU).")
-    DEVICE: str = Field("auto", description="Where to run when --gpu is not given: 'auto' (CUDA if present, else CPU), 'cpu' or 'cuda'.")
+    DEVICE: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run when --gpu is not given: 'auto' (CUDA if present, else CPU), 'cpu' or 'cuda'.")
 
 
 # --------------------------------------------------------------------------------------------- PROBLEM
@@ -243,11 +243,23 @@ class TrainConfig(Section):
 
 
 # --------------------------------------------------------------------------------------------- TEST
+class PostProcessingConfig(Section):
+    Z_FILTERING: bool = Field(False, description="Median filter along z of 3D predictions (and of TEST.ANALIZE_2D_IMGS_AS_3D_STACK stacks).")
+    Z_FILTERING_SIZE: int = Field(5, gt=0, description="Size of the Z_FILTERING median filter.")
+    YZ_FILTERING: bool = Field(False, description="Median filter in the y-z plane of 3D predictions.")
+    YZ_FILTERING_SIZE: int = Field(5, gt=0, description="Size of the YZ_FILTERING median filter.")
+    MEDIAN_FILTER: bool = Field(False, description="BiaPy 3.5's form of the median filters: one per axis set in MEDIAN_FILTER_AXIS.")
+    MEDIAN_FILTER_AXIS: list[Literal["z", "yz", "xy", "zx"]] = Field([], description="Axes of each MEDIAN_FILTER: 'z', 'yz', 'xy' or 'zx'.")
+    MEDIAN_FILTER_SIZE: int = Field(5, gt=0, description="Size of the MEDIAN_FILTER median filters.")
+
+
 class TestConfig(Section):
     ENABLE: bool = Field(False, description="Predict the test images (with IoU when DATA.TEST.LOAD_GT).")
-    AUGMENTATION: bool = Field(False, description="Test-time augmentation: average over flips and 90-degree rotations.")
-    FULL_IMG: bool = Field(False, description="Also predict each whole image in one pass (full_image/).")
+    AUGMENTATION: bool = Field(False, description="Test-time augmentation: average over the 8 flips and 90-degree rotations of the y-x plane (16 with z flips in 3D).")
+    FULL_IMG: bool = Field(False, description="Also predict each whole image in one pass, padded to what the network needs (full_image/).")
+    ANALIZE_2D_IMGS_AS_3D_STACK: bool = Field(False, description="2D: also stack the test predictions in file order into one volume (as_3d_stack*/) and apply the z median filters to it.")
     BATCH_SIZE: int = Field(-1, description="segflow key. Windows per forward pass at test time; -1 = TRAIN.BATCH_SIZE * 2.")
+    POST_PROCESSING: PostProcessingConfig = PostProcessingConfig()
 
 
 # --------------------------------------------------------------------------------------------- PATHS

@@ -42,6 +42,8 @@ from segflow.schema import Config
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# Runs with different --run_id share checkpoints/ by design (BiaPy's layout); file names differ.
+warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
 LOG_COLUMNS = ("epoch", "time", "lr", "loss", "IoU", "val_loss", "val_IoU")
 

@@ -38,6 +38,7 @@ def run(
     overwrite: bool = False,
 ) -> dict:
     """Train and/or test as ``TRAIN.ENABLE`` / ``TEST.ENABLE`` say; return the test scores (if any)."""
+    from segflow.inference import Predictor
     from segflow.testphase import run_test
     from segflow.training import choose_checkpoint, resolve_devices, train, write_config_copy
 
@@ -60,7 +61,7 @@ def run(
     if cfg.TEST.ENABLE:
         accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
         device = f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu"
-        result = run_test(cfg, paths, checkpoint, device)
+        result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, device))
     print(f"FINISHED JOB {paths.job}: results in {paths.run}, checkpoints in {paths.checkpoints}")
     return result
 
