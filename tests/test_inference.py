@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from segflow.config import build_config
 from segflow.data import Normalizer
+from segflow.errors import SegflowError
 from segflow.inference import Predictor, gaussian_1d, predict_windows, tta_views
 from segflow.paths import RunPaths
 from segflow.postprocess import apply_median_filters, median_filters
@@ -109,8 +110,13 @@ def test_median_filters_match_scipy():
     for axes, size in (("z", (5, 1, 1)), ("yz", (5, 5, 1)), ("xy", (1, 5, 5)), ("zx", (5, 1, 5))):
         out = apply_median_filters(probs, [(axes, 5)])
         np.testing.assert_array_equal(out[..., 0], ndimage.median_filter(probs[..., 0], size=size, mode="reflect"))
-    cfg = predictor(Logit(), TEST={"POST_PROCESSING": {"Z_FILTERING": True, "MEDIAN_FILTER": True, "MEDIAN_FILTER_AXIS": ["z", "xy"], "MEDIAN_FILTER_SIZE": 3}}).cfg
-    assert median_filters(cfg) == [("z", 5), ("z", 3), ("xy", 3)]
+    cfg = predictor(Logit(), TEST={"POST_PROCESSING": {"Z_FILTERING": True, "MEDIAN_FILTER": True, "MEDIAN_FILTER_AXIS": ["z", "yx"], "MEDIAN_FILTER_SIZE": [3, 7]}}).cfg
+    assert median_filters(cfg) == [("z", 5), ("z", 3), ("xy", 7)]
+    # In 2D only the x-y filter applies.
+    flat = probs[0]
+    np.testing.assert_array_equal(apply_median_filters(flat, median_filters(cfg))[..., 0], ndimage.median_filter(flat[..., 0], size=(7, 7), mode="reflect"))
+    with pytest.raises(SegflowError, match="one size per MEDIAN_FILTER_AXIS"):
+        predictor(Logit(), TEST={"POST_PROCESSING": {"MEDIAN_FILTER": True, "MEDIAN_FILTER_AXIS": ["z"], "MEDIAN_FILTER_SIZE": [3, 3]}})
 
 
 def _write_case(root: Path, images: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None = None, resolution=None) -> None:

@@ -1,4 +1,4 @@
-"""The ``segflow`` command: run, check, init, demo, reference."""
+"""The ``segflow`` command: run, check, init, demo, predict, reference."""
 
 from __future__ import annotations
 
@@ -52,6 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--gpu", default=None)
     demo.add_argument("-D", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    pred = sub.add_parser("predict", help="apply a trained checkpoint to an image or a folder of images")
+    pred.add_argument("model", help="a checkpoint written by segflow run (…-checkpoint-best.pth)")
+    pred.add_argument("image", nargs="?", default=None, help="one image to predict")
+    pred.add_argument("output", nargs="?", default=None, help="where to write it (default: <image name>_pred.tif here)")
+    pred.add_argument("--input-dir", default=None, help="predict every image of this folder")
+    pred.add_argument("--output-dir", default=None, help="folder for the predictions of --input-dir (same file names, .tif)")
+    pred.add_argument("--tta", action="store_true", help="test-time augmentation: average 8 flips/rotations (16 in 3D)")
+    pred.add_argument("--probabilities", action="store_true", help="write float32 probabilities instead of class labels")
+    pred.add_argument("--overlap", type=float, default=None, help="window overlap fraction in [0, 1) (default: the model's DATA.TEST settings)")
+    pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
+    pred.add_argument("--gpu", default=None, help="GPU id such as 0, or 'cpu' (default: a GPU when present)")
+
     sub.add_parser("reference", help="print the configuration reference (Markdown) generated from the schema")
     return p
 
@@ -82,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             from segflow.demo import demo
 
             demo(args.out, args.gpu, tuple(args.overrides))
+        elif args.command == "predict":
+            from segflow.predict import predict_images
+
+            predict_images(
+                args.model, args.image, args.output, args.input_dir, args.output_dir,
+                args.tta, args.probabilities, args.overlap, args.batch_size, args.gpu,
+            )
         elif args.command == "reference":
             from segflow.reference import reference_markdown
 

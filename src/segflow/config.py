@@ -123,6 +123,13 @@ def _is_disabled(value: Any) -> bool:
     return value in (False, None, "", 0) or value == [] or value == ()
 
 
+# Settings of BiaPy's other workflows: a full BiaPy config file carries them, and they cannot change a
+# semantic segmentation, so they are reported, not refused.
+OTHER_WORKFLOWS = tuple(
+    f"PROBLEM.{w}." for w in ("INSTANCE_SEG", "DETECTION", "DENOISING", "SUPER_RESOLUTION", "SELF_SUPERVISED", "CLASSIFICATION", "IMAGE_TO_IMAGE")
+)
+
+
 def _check_keys(flat: Iterable[tuple[str, Any]], source: str) -> tuple[dict[str, Any], list[str]]:
     """Split user keys into known ones and warnings; raise on unknown or unsupported keys."""
     known: dict[str, Any] = {}
@@ -140,8 +147,9 @@ def _check_keys(flat: Iterable[tuple[str, Any]], source: str) -> tuple[dict[str,
                 f"{source}: {key} is a section, not a key: put its keys under it (e.g. {example}) instead of the value {value!r}"
             )
         if key in biapy or key in biapy_sections():
-            if _is_disabled(value):
-                warnings.append(f"{source}: {key} is a BiaPy key that segflow does not implement; ignored because it is off ({value!r})")
+            if _is_disabled(value) or key.startswith(OTHER_WORKFLOWS):
+                why = "it belongs to another BiaPy workflow" if key.startswith(OTHER_WORKFLOWS) else f"it is off ({value!r})"
+                warnings.append(f"{source}: {key} is a BiaPy key that segflow does not implement; ignored because {why}")
                 continue
             raise SegflowError(
                 f"{source}: {key} is a BiaPy key that segflow does not implement (value {value!r}); "

@@ -1,5 +1,5 @@
 """Post-processing of predicted probabilities: median filters along z, y-z, x-y or z-x (3D results,
-or a folder of 2D slices treated as one stack)."""
+2D images for x-y, or a folder of 2D slices treated as one stack)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from scipy import ndimage
 
 from segflow.schema import Config
 
-# Filter footprint per axis name, on (z, y, x).
+# Filter footprint per axis name, on (z, y, x); BiaPy accepts both orders of each pair.
 _FOOTPRINTS = {"z": (1, 0, 0), "yz": (1, 1, 0), "xy": (0, 1, 1), "zx": (1, 0, 1)}
+_CANONICAL = {"zy": "yz", "yx": "xy", "xz": "zx"}
 
 
 def median_filters(cfg: Config) -> list[tuple[str, int]]:
     """The (axes, size) median filters the config asks for, in the order they are applied.
 
     ``Z_FILTERING`` / ``YZ_FILTERING`` are BiaPy's older keys; ``MEDIAN_FILTER`` with
-    ``MEDIAN_FILTER_AXIS`` its newer ones. Both work; each filter is applied once.
+    ``MEDIAN_FILTER_AXIS`` / ``MEDIAN_FILTER_SIZE`` its newer ones. Both work; each filter is applied once.
     """
     pp = cfg.TEST.POST_PROCESSING
     out: list[tuple[str, int]] = []
@@ -25,14 +26,20 @@ def median_filters(cfg: Config) -> list[tuple[str, int]]:
     if pp.YZ_FILTERING:
         out.append(("yz", pp.YZ_FILTERING_SIZE))
     if pp.MEDIAN_FILTER:
-        out += [(axis, pp.MEDIAN_FILTER_SIZE) for axis in pp.MEDIAN_FILTER_AXIS]
+        out += [(_CANONICAL.get(axis, axis), size) for axis, size in zip(pp.MEDIAN_FILTER_AXIS, pp.MEDIAN_FILTER_SIZE)]
     return list(dict.fromkeys(out))
 
 
+def filters_for(filters: list[tuple[str, int]], ndim: int) -> list[tuple[str, int]]:
+    """The filters that apply to ``ndim``-D results: all in 3D, only the x-y ones in 2D."""
+    return filters if ndim == 3 else [f for f in filters if "z" not in f[0]]
+
+
 def apply_median_filters(probs: np.ndarray, filters: list[tuple[str, int]]) -> np.ndarray:
-    """Median-filter each class channel of channels-last ``(z, y, x, K)`` probabilities."""
+    """Median-filter each class channel of channels-last ``(z, y, x, K)`` or ``(y, x, K)`` probabilities."""
     out = np.array(probs, dtype=np.float32, copy=True)
-    for axes, size in filters:
-        footprint = tuple(size if on else 1 for on in _FOOTPRINTS[axes]) + (1,)
+    spatial = out.ndim - 1
+    for axes, size in filters_for(filters, spatial):
+        footprint = tuple(size if on else 1 for on in _FOOTPRINTS[axes][-spatial:]) + (1,)
         out = ndimage.median_filter(out, size=footprint, mode="reflect")
     return out

@@ -248,9 +248,24 @@ class PostProcessingConfig(Section):
     Z_FILTERING_SIZE: int = Field(5, gt=0, description="Size of the Z_FILTERING median filter.")
     YZ_FILTERING: bool = Field(False, description="Median filter in the y-z plane of 3D predictions.")
     YZ_FILTERING_SIZE: int = Field(5, gt=0, description="Size of the YZ_FILTERING median filter.")
-    MEDIAN_FILTER: bool = Field(False, description="BiaPy 3.5's form of the median filters: one per axis set in MEDIAN_FILTER_AXIS.")
-    MEDIAN_FILTER_AXIS: list[Literal["z", "yz", "xy", "zx"]] = Field([], description="Axes of each MEDIAN_FILTER: 'z', 'yz', 'xy' or 'zx'.")
-    MEDIAN_FILTER_SIZE: int = Field(5, gt=0, description="Size of the MEDIAN_FILTER median filters.")
+    MEDIAN_FILTER: bool = Field(False, description="BiaPy 3.5's form of the median filters: one filter per entry of MEDIAN_FILTER_AXIS, applied in order.")
+    MEDIAN_FILTER_AXIS: list[Literal["z", "yz", "zy", "xy", "yx", "zx", "xz"]] = Field(
+        [], description="Axes of each MEDIAN_FILTER. Filters involving z apply to 3D results and to TEST.ANALIZE_2D_IMGS_AS_3D_STACK stacks; 'xy' also to 2D images."
+    )
+    MEDIAN_FILTER_SIZE: list[int] = Field([], description="Size of each MEDIAN_FILTER, one per MEDIAN_FILTER_AXIS entry.")
+
+    @model_validator(mode="after")
+    def _median_lists(self) -> "PostProcessingConfig":
+        if self.MEDIAN_FILTER:
+            if not self.MEDIAN_FILTER_AXIS:
+                raise ValueError("MEDIAN_FILTER is on: list the filters' axes in MEDIAN_FILTER_AXIS, e.g. ['z']")
+            if len(self.MEDIAN_FILTER_SIZE) != len(self.MEDIAN_FILTER_AXIS):
+                raise ValueError(
+                    f"MEDIAN_FILTER_SIZE {self.MEDIAN_FILTER_SIZE} needs one size per MEDIAN_FILTER_AXIS entry {self.MEDIAN_FILTER_AXIS}"
+                )
+            if any(v <= 0 for v in self.MEDIAN_FILTER_SIZE):
+                raise ValueError(f"MEDIAN_FILTER_SIZE {self.MEDIAN_FILTER_SIZE}: sizes must be positive")
+        return self
 
 
 class TestConfig(Section):

@@ -24,7 +24,7 @@ from segflow.evaluation import confusion, scores
 from segflow.images import write_tiff
 from segflow.inference import Predictor
 from segflow.paths import RunPaths
-from segflow.postprocess import apply_median_filters, median_filters
+from segflow.postprocess import apply_median_filters, filters_for, median_filters
 from segflow.schema import Config
 
 SUMMARY_KEYS = ("foreground_iou", "mean_iou", "foreground_dice", "accuracy")
@@ -85,6 +85,7 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
     ndim = predictor.cfg.ndim
     tta = cfg.TEST.AUGMENTATION
     filters = median_filters(cfg)
+    image_filters = filters_for(filters, ndim)  # in 2D, the z filters wait for the stack
     stack = cfg.TEST.ANALIZE_2D_IMGS_AS_3D_STACK and ndim == 2
     writer = OutputWriter(cfg, predictor, paths)
     pairs = list_pairs(t.PATH, t.GT_PATH if t.LOAD_GT else None, "test")
@@ -105,8 +106,8 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
             tally("merge patches").add(img_path.name, labels, mask, n, ignore)
             for p in predictor.patch_scores(image, mask, tta=tta):
                 patch_rows.append(p)
-        if filters and ndim == 3:
-            pp = apply_median_filters(probs, filters)
+        if image_filters:
+            pp = apply_median_filters(probs, image_filters)
             pp_labels = predictor.labels(pp)
             writer.write("per_image_post_processing", None, name, pp, pp_labels, img_path, ndim)
             if mask is not None:
@@ -117,8 +118,8 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
             writer.write("full_image", "full_image_binarized", name, full, full_labels, img_path, ndim)
             if mask is not None:
                 tally("full image").add(img_path.name, full_labels, mask, n, ignore)
-            if filters and ndim == 3:
-                fpp = apply_median_filters(full, filters)
+            if image_filters:
+                fpp = apply_median_filters(full, image_filters)
                 fpp_labels = predictor.labels(fpp)
                 writer.write("full_post_processing", None, name, fpp, fpp_labels, img_path, ndim)
                 if mask is not None:

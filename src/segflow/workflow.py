@@ -49,6 +49,7 @@ def run(
     paths = RunPaths(Path(result_dir).resolve(), name, str(run_id))
     if not cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE:
         raise SegflowError(f"{config_path}: TRAIN.ENABLE and TEST.ENABLE are both false; nothing to do")
+    accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)  # a wrong --gpu fails before any work
     check_writable(paths.root)
     existing = [p for p in (paths.checkpoint("best"), paths.checkpoint("last")) if p.exists()]
     if cfg.TRAIN.ENABLE and existing and not overwrite:
@@ -59,7 +60,6 @@ def run(
     checkpoint = train(cfg, paths, gpu) if cfg.TRAIN.ENABLE else choose_checkpoint(cfg, paths)
     result: dict = {}
     if cfg.TEST.ENABLE:
-        accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
         device = f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu"
         result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, device))
     print(f"FINISHED JOB {paths.job}: results in {paths.run}, checkpoints in {paths.checkpoints}")

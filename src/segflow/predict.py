@@ -1,0 +1,66 @@
+"""``segflow predict``: apply a trained checkpoint to new images, outside an experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from segflow.errors import SegflowError
+from segflow.images import list_images, read_image, write_tiff
+from segflow.inference import Predictor
+
+
+def predict_images(
+    model: str | Path,
+    image: str | Path | None = None,
+    output: str | Path | None = None,
+    input_dir: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    tta: bool = False,
+    probabilities: bool = False,
+    overlap: float | None = None,
+    batch_size: int | None = None,
+    gpu: str | None = None,
+) -> list[Path]:
+    """Predict one image or every image of a folder; return the written files.
+
+    Outputs are TIFFs named after the inputs: class labels (uint8), or with ``probabilities`` the
+    float32 probabilities (one channel for binary models, one per class otherwise).
+    """
+    from segflow.training import resolve_devices
+
+    if (image is None) == (input_dir is None):
+        raise SegflowError("segflow predict: give either IMAGE or --input-dir DIR (with --output-dir DIR)")
+    if input_dir is not None and output_dir is None:
+        raise SegflowError("segflow predict: --input-dir needs --output-dir, where the predictions go")
+    if overlap is not None and not 0 <= overlap < 1:
+        raise SegflowError(f"--overlap {overlap}: must be in [0, 1)")
+    if batch_size is not None and batch_size <= 0:
+        raise SegflowError(f"--batch-size {batch_size}: must be positive")
+    accelerator, devices = resolve_devices(gpu, "auto")
+    predictor = Predictor.from_checkpoint(model, f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
+    cfg = predictor.cfg
+    if image is not None:
+        src = Path(image)
+        jobs = [(src, Path(output) if output else Path.cwd() / f"{src.stem}_pred.tif")]
+    else:
+        jobs = [(p, Path(output_dir) / f"{p.stem}.tif") for p in list_images(input_dir, "--input-dir")]
+    written = []
+    for src, dst in tqdm(jobs, desc="Predicting", unit="img", disable=len(jobs) == 1):
+        if not src.is_file():
+            raise SegflowError(f"{src}: no such image file")
+        raw = read_image(src, cfg.ndim, cfg.in_channels)
+        probs = predictor.predict(
+            raw,
+            overlap=None if overlap is None else [overlap] * cfg.ndim,
+            batch_size=batch_size,
+            tta=tta,
+            progress=len(jobs) == 1,
+        )
+        out = probs.astype(np.float32, copy=False) if probabilities else predictor.labels(probs)
+        write_tiff(dst, out, cfg.ndim, reference=src)
+        written.append(dst)
+    print(f"Wrote {len(written)} prediction(s): {written[0] if len(written) == 1 else Path(output_dir)}")
+    return written
