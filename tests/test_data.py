@@ -230,23 +230,26 @@ def test_custom_given_mean_and_std(tmp_path: Path) -> None:
     np.testing.assert_allclose(data.train[0].image[..., 0], (img - 100.0) / 4.0, rtol=1e-6)
 
 
-def test_custom_mean_and_std_computed_from_all_training_images(tmp_path: Path) -> None:
+def test_custom_mean_and_std_computed_from_the_training_part_only(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     imgs = [rng.integers(0, 200, (32, 32), dtype=np.uint8), rng.integers(50, 255, (32, 32), dtype=np.uint8), np.full((32, 32), 7, np.uint8)]
     root = write_pairs(tmp_path, imgs, [np.zeros((32, 32), np.uint8)] * 3)
     data = load_train_data(config(root, NORMALIZATION={"TYPE": "custom"}))
-    everything = np.concatenate([i.ravel() for i in imgs]).astype(np.float64)
-    assert data.normalizer.mean == pytest.approx(everything.mean(), rel=1e-9)
-    assert data.normalizer.std == pytest.approx(everything.std(), rel=1e-9)
-    s = data.train[0]
-    raw = imgs[int(s.name[-1])]
-    np.testing.assert_allclose(s.image[..., 0], (raw - everything.mean()) / everything.std(), rtol=1e-5, atol=1e-5)
+    # The held-out validation image must not leak into the statistics.
+    train_ids = [int(s.name[-1]) for s in data.train]
+    val_ids = [int(s.name[-1]) for s in data.val]
+    assert len(train_ids) == 2 and len(val_ids) == 1
+    seen = np.concatenate([imgs[i].ravel() for i in train_ids]).astype(np.float64)
+    assert data.normalizer.mean == pytest.approx(seen.mean(), rel=1e-9)
+    assert data.normalizer.std == pytest.approx(seen.std(), rel=1e-9)
+    raw = imgs[val_ids[0]]
+    np.testing.assert_allclose(data.val[0].image[..., 0], (raw - seen.mean()) / seen.std(), rtol=1e-5, atol=1e-5)
 
 
 def test_custom_only_mean_computed(tmp_path: Path) -> None:
     imgs = [np.full((32, 32), 10, np.uint8), np.full((32, 32), 30, np.uint8)]
     root = write_pairs(tmp_path, imgs, [np.zeros((32, 32), np.uint8)] * 2)
-    data = load_train_data(config(root, NORMALIZATION={"TYPE": "custom", "CUSTOM_STD": 5.0}))
+    data = load_train_data(config(root, NORMALIZATION={"TYPE": "custom", "CUSTOM_STD": 5.0}, VAL={"SPLIT_TRAIN": 0.0}))
     assert data.normalizer.state() == {"mean": pytest.approx(20.0), "std": 5.0}
 
 

@@ -336,3 +336,15 @@ def test_write_tiff_round_trip_and_copies_resolution(tmp_path: Path) -> None:
         np.testing.assert_array_equal(page.asarray(), pred[..., 0])
         assert page.tags["XResolution"].value == (2, 1) and page.tags["YResolution"].value == (4, 1)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["p.tif"]  # no temporary file left behind
+
+
+def test_write_tiff_is_an_imagej_hyperstack_keeping_pixel_size_and_z_spacing(tmp_path):
+    ref = tmp_path / "ref.tif"
+    tifffile.imwrite(ref, np.zeros((5, 16, 16), np.uint8), imagej=True, resolution=(2.0, 4.0), metadata={"unit": "um", "spacing": 0.5, "axes": "ZYX"})
+    probs = np.random.default_rng(0).random((5, 16, 16, 3)).astype(np.float32)
+    write_tiff(tmp_path / "out.tif", probs, 3, reference=ref)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.series[0].axes == "ZCYX" and tif.series[0].shape == (5, 3, 16, 16)
+        assert tif.imagej_metadata["unit"] == "um" and tif.imagej_metadata["spacing"] == 0.5
+        assert tif.pages[0].tags["XResolution"].value == (2, 1) and tif.pages[0].tags["YResolution"].value == (4, 1)
+    np.testing.assert_array_equal(read_image(tmp_path / "out.tif", 3), probs)

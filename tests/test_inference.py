@@ -15,6 +15,7 @@ from scipy import ndimage
 from segflow.config import build_config
 from segflow.data import Normalizer
 from segflow.errors import SegflowError
+from segflow.images import read_image
 from segflow.inference import Predictor, gaussian_1d, predict_windows, tta_views
 from segflow.paths import RunPaths
 from segflow.postprocess import apply_median_filters, median_filters
@@ -185,11 +186,12 @@ def test_multiclass_argmax_on_and_off(tmp_path, argmax):
     p = predictor(Logit(3), n_classes=3, DATA={"TEST": {"ARGMAX_TO_OUTPUT": argmax}})
     result, run = _run(p, tmp_path)
     assert result["merge patches"]["pooled"]["iou_per_class"] == pytest.approx([1, 1, 1])
-    probs = tifffile.imread(run / "per_image" / "m.tif")
-    binarized = tifffile.imread(run / "per_image_binarized" / "m.tif")
+    probs = read_image(run / "per_image" / "m.tif", 2)
+    binarized = read_image(run / "per_image_binarized" / "m.tif", 2)
     assert probs.shape == (32, 32, 3) and probs.dtype == np.float32
+    assert tifffile.TiffFile(run / "per_image" / "m.tif").series[0].axes == "CYX"  # one ImageJ channel per class
     if argmax:
-        np.testing.assert_array_equal(binarized, mask)
+        np.testing.assert_array_equal(binarized[..., 0], mask)
     else:
         assert binarized.shape == (32, 32, 3)
         np.testing.assert_array_equal(binarized.argmax(-1), mask)

@@ -147,15 +147,22 @@ def read_mask(path: str | os.PathLike, ndim: int) -> np.ndarray:
 
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray, ndim: int, reference: str | os.PathLike | None = None) -> None:
-    """Write ``array`` (channels last) as an ImageJ-readable TIFF, atomically.
+    """Write ``array`` (channels last) as an ImageJ hyperstack TIFF, atomically.
 
-    ``reference`` is the input image the array was predicted from: its resolution (pixel size)
-    is copied so the output overlays the input in Fiji.
+    Channels go where ImageJ expects them (``CYX`` / ``ZCYX``), so Fiji shows one channel per class.
+    ``reference`` is the input image the array was predicted from: its pixel size (resolution, unit,
+    z spacing) is copied so the output overlays the input in Fiji.
     """
     arr = np.asarray(array)
     if arr.ndim == ndim + 1 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    kwargs: dict = {}
+    if arr.ndim == ndim + 1:
+        arr = np.moveaxis(arr, -1, 0 if ndim == 2 else 1)
+        axes = "CYX" if ndim == 2 else "ZCYX"
+    else:
+        axes = "YX" if ndim == 2 else "ZYX"
+    kwargs: dict = {"imagej": arr.dtype in (np.uint8, np.uint16, np.float32)}
+    metadata: dict = {"axes": axes}
     if reference is not None and Path(reference).suffix.lower() in (".tif", ".tiff"):
         try:
             with tifffile.TiffFile(reference) as tif:
@@ -163,8 +170,11 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, ndim: int, reference:
                 if "XResolution" in page.tags and "YResolution" in page.tags:
                     kwargs["resolution"] = (page.tags["XResolution"].value, page.tags["YResolution"].value)
                     unit = page.tags.get("ResolutionUnit")
-                    if unit is not None:
+                    if unit is not None and not kwargs["imagej"]:
                         kwargs["resolutionunit"] = unit.value
+                for key in ("unit", "spacing"):
+                    if tif.imagej_metadata and key in tif.imagej_metadata:
+                        metadata[key] = tif.imagej_metadata[key]
         except Exception:  # metadata is a courtesy; an unreadable reference must not stop the output
-            kwargs = {}
-    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr, **kwargs))
+            kwargs = {"imagej": kwargs["imagej"]}
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr, metadata=metadata, **kwargs))

@@ -15,6 +15,7 @@ applied to each batch of windows, which keeps memory bounded too.
 from __future__ import annotations
 
 import itertools
+import sys
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ def predict_windows(
     corners = list(itertools.product(*starts))
     out: np.ndarray | None = None
     batches = range(0, len(corners), batch_size)
-    for b in tqdm(batches, desc="windows", unit="batch", disable=not progress, leave=False):
+    for b in tqdm(batches, desc="windows", unit="batch", disable=not progress or not sys.stderr.isatty(), leave=False):
         chunk = corners[b : b + batch_size]
         regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in chunk]
         windows = np.stack([prepare(np.asarray(image[r])) for r in regions])
@@ -145,6 +146,15 @@ def predict_windows(
     return out
 
 
+def autocast_dtype(setting: str, device_type: str) -> torch.dtype | None:
+    """The autocast type for TRAIN.PRECISION on a device; None = full fp32 (the CPU default)."""
+    if setting == "bf16":
+        return torch.bfloat16
+    if device_type != "cuda" or setting == "32":
+        return None
+    return torch.bfloat16 if setting == "auto" and torch.cuda.is_bf16_supported() else torch.float16
+
+
 @dataclass
 class Predictor:
     """A trained network with its config and normaliser, ready to predict images of any size."""
@@ -153,6 +163,8 @@ class Predictor:
     cfg: Config
     normalizer: Normalizer
     device: torch.device
+    # Predict in the precision the model was trained in (TRAIN.PRECISION), where the device has it.
+    autocast: torch.dtype | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Predictor":
@@ -170,14 +182,15 @@ class Predictor:
         normalizer = Normalizer(model.cfg.DATA.NORMALIZATION, norm_state.get("mean"), norm_state.get("std"))
         device = torch.device(device)
         net = model.net.to(device).eval()
-        return cls(net=net, cfg=model.cfg, normalizer=normalizer, device=device)
+        return cls(net=net, cfg=model.cfg, normalizer=normalizer, device=device, autocast=autocast_dtype(model.cfg.TRAIN.PRECISION, device.type))
 
     @property
     def n_classes(self) -> int:
         return self.cfg.MODEL.N_CLASSES
 
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            logits = self.net(x).float()
         return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
     def window_fn(self, tta: bool = False) -> WindowFn:

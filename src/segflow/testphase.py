@@ -1,6 +1,7 @@
 """The test phase: predict every test image the ways the config asks, write the outputs, measure them.
 
-Modes, with BiaPy's names: ``per patch`` (IoU of non-overlapping patches predicted alone, averaged),
+Modes, with BiaPy's names: ``per patch`` (IoU of non-overlapping patches predicted alone, without
+test-time augmentation, averaged: a diagnostic, since empty patches weigh as much as full ones),
 ``merge patches`` (overlapping windows blended into the whole image; always run), ``full image``
 (``TEST.FULL_IMG``), their ``post-processing`` variants (median filters, 3D) and ``as 3D stack``
 (``TEST.ANALIZE_2D_IMGS_AS_3D_STACK``: the 2D predictions stacked and filtered along z).
@@ -58,111 +59,89 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-class OutputWriter:
-    """Writes probabilities and labels of one mode into ``<folder>/`` and ``<folder>_binarized/``."""
+class Recorder:
+    """Writes each mode's probabilities and labels (``<folder>/``, ``<binarized>/``) and tallies its scores."""
 
     def __init__(self, cfg: Config, predictor: Predictor, paths: RunPaths) -> None:
         self.cfg, self.predictor, self.paths = cfg, predictor, paths
+        self.modes: dict[str, Tally] = {}
 
-    def write(self, folder: str, binarized: str | None, name: str, probs: np.ndarray, labels: np.ndarray, reference: Path | None, ndim: int) -> None:
+    def emit(self, mode: str, folder: str, binarized: str | None, src: Path, probs: np.ndarray, mask: np.ndarray | None, ndim: int) -> None:
+        """Label ``probs`` with the threshold the IoU uses, write both, and score them against ``mask``."""
+        p = self.predictor
+        labels = p.labels(probs)
+        name = src.stem + ".tif"
+        reference = src if src.is_file() else None
         write_tiff(self.paths.sub(folder) / name, probs.astype(np.float32, copy=False), ndim, reference=reference)
-        if binarized is None:
-            return
-        n = self.predictor.n_classes
-        if self.cfg.DATA.TEST.ARGMAX_TO_OUTPUT or n == 2:
-            out = labels
-        else:  # one 0/1 channel per class
-            out = np.stack([labels == c for c in range(n)], axis=-1).astype(np.uint8)
-        write_tiff(self.paths.sub(binarized) / name, out, ndim, reference=reference)
+        if binarized is not None:
+            if self.cfg.DATA.TEST.ARGMAX_TO_OUTPUT or p.n_classes == 2:
+                out = labels
+            else:  # one 0/1 channel per class
+                out = np.stack([labels == c for c in range(p.n_classes)], axis=-1).astype(np.uint8)
+            write_tiff(self.paths.sub(binarized) / name, out, ndim, reference=reference)
+        if mask is not None:
+            self.tally(mode).add(src.name, labels, mask, p.n_classes, p.cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID)
+
+    def tally(self, mode: str) -> Tally:
+        return self.modes.setdefault(mode, Tally(self.predictor.n_classes))
 
 
 def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
     """Predict ``DATA.TEST.PATH`` as the config says; return the scores of each mode (empty without masks)."""
     # The checkpoint fixes the model and its data format; the run's config decides test data and outputs.
     t = cfg.DATA.TEST
-    n = predictor.n_classes
-    ignore = predictor.cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
     ndim = predictor.cfg.ndim
     tta = cfg.TEST.AUGMENTATION
     filters = median_filters(cfg)
     image_filters = filters_for(filters, ndim)  # in 2D, the z filters wait for the stack
     stack = cfg.TEST.ANALIZE_2D_IMGS_AS_3D_STACK and ndim == 2
-    writer = OutputWriter(cfg, predictor, paths)
+    rec = Recorder(cfg, predictor, paths)
     pairs = list_pairs(t.PATH, t.GT_PATH if t.LOAD_GT else None, "test")
-    modes: dict[str, Tally] = {}
-    patch_rows: list[dict] = []
+    patches = Tally(predictor.n_classes)
     stacked: list[tuple[np.ndarray, np.ndarray | None]] = []
 
-    def tally(mode: str) -> Tally:
-        return modes.setdefault(mode, Tally(n))
-
-    for img_path, mask_path in tqdm(pairs, desc="Test images", unit="img"):
-        image, mask = read_pair(predictor.cfg, img_path, mask_path, "test", t.CHECK_DATA)
-        name = img_path.stem + ".tif"
+    for src, mask_path in tqdm(pairs, desc="Test images", unit="img"):
+        image, mask = read_pair(predictor.cfg, src, mask_path, "test", t.CHECK_DATA)
         probs = predictor.predict(image, tta=tta, progress=True)
-        labels = predictor.labels(probs)
-        writer.write("per_image", "per_image_binarized", name, probs, labels, img_path, ndim)
+        rec.emit("merge patches", "per_image", "per_image_binarized", src, probs, mask, ndim)
         if mask is not None:
-            tally("merge patches").add(img_path.name, labels, mask, n, ignore)
-            for p in predictor.patch_scores(image, mask, tta=tta):
-                patch_rows.append(p)
+            patches.rows += predictor.patch_scores(image, mask)
         if image_filters:
-            pp = apply_median_filters(probs, image_filters)
-            pp_labels = predictor.labels(pp)
-            writer.write("per_image_post_processing", None, name, pp, pp_labels, img_path, ndim)
-            if mask is not None:
-                tally("merge patches - post-processing").add(img_path.name, pp_labels, mask, n, ignore)
+            rec.emit("merge patches - post-processing", "per_image_post_processing", None, src, apply_median_filters(probs, image_filters), mask, ndim)
         if cfg.TEST.FULL_IMG:
             full = predictor.predict(image, tta=tta, full_image=True)
-            full_labels = predictor.labels(full)
-            writer.write("full_image", "full_image_binarized", name, full, full_labels, img_path, ndim)
-            if mask is not None:
-                tally("full image").add(img_path.name, full_labels, mask, n, ignore)
+            rec.emit("full image", "full_image", "full_image_binarized", src, full, mask, ndim)
             if image_filters:
-                fpp = apply_median_filters(full, image_filters)
-                fpp_labels = predictor.labels(fpp)
-                writer.write("full_post_processing", None, name, fpp, fpp_labels, img_path, ndim)
-                if mask is not None:
-                    tally("full image - post-processing").add(img_path.name, fpp_labels, mask, n, ignore)
+                rec.emit("full image - post-processing", "full_post_processing", None, src, apply_median_filters(full, image_filters), mask, ndim)
         if stack:
             stacked.append((probs, mask))
 
-    if stack and stacked:
-        _as_3d_stack(stacked, pairs, filters, writer, predictor, tally, n, ignore)
-    if patch_rows:
-        per_patch = Tally(n)
-        per_patch.rows = patch_rows
-        modes = {"per patch": per_patch, **modes}
+    if stacked:
+        _as_3d_stack(stacked, pairs[0][0], filters, rec)
+    modes = {"per patch": patches, **rec.modes} if patches.rows else rec.modes
     if not any(m.rows for m in modes.values()):
         print(f"Predicted {len(pairs)} test image(s) into {paths.sub('per_image')}")
         return {}
     result = {mode: m.summary() for mode, m in modes.items()}
     if "per patch" in result:
         result["per patch"]["pooled"] = None  # patches overlap at the borders; only their mean is meaningful
-    write_metrics_csv(result, n, paths.sub("test_metrics.csv"))
+    write_metrics_csv(result, predictor.n_classes, paths.sub("test_metrics.csv"))
     print_summary(result)
     return result
 
 
-def _as_3d_stack(stacked, pairs, filters, writer: OutputWriter, predictor: Predictor, tally, n: int, ignore: int) -> None:
+def _as_3d_stack(stacked: list[tuple[np.ndarray, np.ndarray | None]], first: Path, filters: list[tuple[str, int]], rec: Recorder) -> None:
     """Stack the 2D predictions in file order into one volume, write it, filter it along z, score both."""
     shapes = {p.shape for p, _ in stacked}
     if len(shapes) > 1:
         raise SegflowError(f"TEST.ANALIZE_2D_IMGS_AS_3D_STACK needs test images of one size; found {sorted(shapes)}")
     probs = np.stack([p for p, _ in stacked])
-    labels = predictor.labels(probs)
-    name = pairs[0][0].stem + "_stack.tif"
-    writer.write("as_3d_stack", "as_3d_stack_binarized", name, probs, labels, None, 3)
     masks = [m for _, m in stacked]
     mask = np.stack(masks) if all(m is not None for m in masks) else None
-    if mask is not None:
-        tally("as 3D stack").add(name, labels, mask, n, ignore)
+    name = first.parent / f"{first.stem}_stack.tif"  # not a file: names the outputs
+    rec.emit("as 3D stack", "as_3d_stack", "as_3d_stack_binarized", name, probs, mask, 3)
     if filters:
-        pp = apply_median_filters(probs, filters)
-        pp_labels = predictor.labels(pp)
-        writer.write("as_3d_stack_post_processing", None, name, pp, pp_labels, None, 3)
-        if mask is not None:
-            tally("as 3D stack - post-processing").add(name, pp_labels, mask, n, ignore)
+        rec.emit("as 3D stack - post-processing", "as_3d_stack_post_processing", None, name, apply_median_filters(probs, filters), mask, 3)
 
 
 def write_metrics_csv(result: dict, n_classes: int, target: Path) -> None:

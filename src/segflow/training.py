@@ -31,7 +31,7 @@ from segflow.charts import plot_history
 from segflow.config import config_to_yaml
 from segflow.data import TrainData, load_train_data
 from segflow.errors import SegflowError
-from segflow.inference import load_checkpoint
+from segflow.inference import autocast_dtype, load_checkpoint
 from segflow.losses import SegmentationLoss
 from segflow.models import build_model, divisor
 from segflow.patches import PatchDataset, fit_to_patch, write_prob_maps
@@ -197,12 +197,9 @@ def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int]
 
 
 def precision(setting: str, accelerator: str) -> str:
-    """Lightning precision for TRAIN.PRECISION on this device."""
-    if setting == "32" or (setting == "auto" and accelerator == "cpu"):
-        return "32-true"
-    if setting == "bf16" or (setting == "auto" and torch.cuda.is_bf16_supported()):
-        return "bf16-mixed"
-    return "16-mixed"
+    """Lightning precision for TRAIN.PRECISION on this device (the same choice prediction makes)."""
+    dtype = autocast_dtype(setting, "cuda" if accelerator == "gpu" else "cpu")
+    return {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[dtype]
 
 
 def num_workers(setting: int) -> int:
@@ -281,8 +278,9 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
     monitor = "val_loss" if val_loader is not None else "loss"
     best = AtomicCheckpoint(dirpath=paths.checkpoints, filename=f"{paths.job}-checkpoint-best", monitor=monitor, mode="min", save_top_k=1, enable_version_counter=False)
     last = AtomicCheckpoint(dirpath=paths.checkpoints, filename=f"{paths.job}-checkpoint-last", save_top_k=1, monitor=None, enable_version_counter=False)
+    n_batches = math.ceil(len(train_ds) / cfg.TRAIN.BATCH_SIZE)
     # In a log file (SLURM, CI) a bar redrawn every step floods it; there, update once per epoch.
-    bar = TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else max(1, math.ceil(len(train_ds) / cfg.TRAIN.BATCH_SIZE)))
+    bar = TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else n_batches)
     callbacks: list[Callback] = [best, last, EpochLog(paths), bar]
     if cfg.TRAIN.PATIENCE > 0:
         callbacks.append(EarlyStopping(monitor=monitor, patience=cfg.TRAIN.PATIENCE, mode="min"))
@@ -295,7 +293,6 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
         except RuntimeError as exc:
             raise SegflowError(f"checkpoint {start}: its weights do not fit MODEL.* of this config ({str(exc).splitlines()[0]})") from None
         print(f"Starting from the weights in {start}")
-    n_batches = math.ceil(len(train_ds) / cfg.TRAIN.BATCH_SIZE)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
