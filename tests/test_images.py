@@ -348,3 +348,17 @@ def test_write_tiff_is_an_imagej_hyperstack_keeping_pixel_size_and_z_spacing(tmp
         assert tif.imagej_metadata["unit"] == "um" and tif.imagej_metadata["spacing"] == 0.5
         assert tif.pages[0].tags["XResolution"].value == (2, 1) and tif.pages[0].tags["YResolution"].value == (4, 1)
     np.testing.assert_array_equal(read_image(tmp_path / "out.tif", 3), probs)
+
+
+def test_palette_png_mask_reads_class_indices_and_image_reads_colours(tmp_path):
+    from PIL import Image
+
+    idx = np.zeros((8, 8), np.uint8)
+    idx[2:5, 2:5] = 3
+    idx[0, 0] = 255
+    im = Image.fromarray(idx, mode="P")
+    im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0, 0, 0] * 251 + [224, 224, 192])
+    im.save(tmp_path / "pal.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "pal.png", 2), idx)
+    rgb = read_image(tmp_path / "pal.png", 2)
+    assert rgb.shape == (8, 8, 3) and tuple(rgb[3, 3]) == (128, 128, 0)

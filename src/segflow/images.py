@@ -38,8 +38,12 @@ def list_images(folder: str | os.PathLike, what: str) -> list[Path]:
     return images
 
 
-def _read_raw(path: Path) -> tuple[np.ndarray, str | None]:
-    """Decode a file; return the array and its axes string when the format records one."""
+def _read_raw(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, str | None]:
+    """Decode a file; return the array and its axes string when the format records one.
+
+    A palette ("P" mode) PNG gives its colour indices with ``palette_indices`` (masks, as in VOC),
+    its colours otherwise (images).
+    """
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise SegflowError(f"{path}: the file is empty (0 bytes); replace it with a valid image")
@@ -51,7 +55,8 @@ def _read_raw(path: Path) -> tuple[np.ndarray, str | None]:
         if suffix == ".npy":
             return np.load(path, allow_pickle=False), None
         if suffix in (".png", ".jpg", ".jpeg"):
-            return np.asarray(iio.imread(path)), None
+            palette = palette_indices and iio.immeta(path).get("mode") == "P"
+            return np.asarray(iio.imread(path, mode="P") if palette else iio.imread(path)), None
     except SegflowError:
         raise
     except Exception as exc:  # decoders raise many types for corrupt files; all mean the same to a user
@@ -112,10 +117,10 @@ def _to_channels_last(arr: np.ndarray, axes: str | None, ndim: int, channels: in
     return arr
 
 
-def read_image(path: str | os.PathLike, ndim: int, channels: int | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike, ndim: int, channels: int | None = None, palette_indices: bool = False) -> np.ndarray:
     """Read an image as ``(y, x, c)`` (2D) or ``(z, y, x, c)`` (3D), keeping its dtype."""
     path = Path(path)
-    arr, axes = _read_raw(path)
+    arr, axes = _read_raw(path, palette_indices)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
@@ -129,11 +134,11 @@ def read_image(path: str | os.PathLike, ndim: int, channels: int | None = None) 
 def read_mask(path: str | os.PathLike, ndim: int) -> np.ndarray:
     """Read an integer class mask as ``(y, x)`` / ``(z, y, x)``.
 
-    RGB(A) masks whose colour channels are all equal are read as one channel; float masks are
-    errors, since a class id must be an integer.
+    Palette PNGs give their colour indices (VOC's class ids); RGB(A) masks whose colour channels are
+    all equal are read as one channel; float masks are errors, since a class id must be an integer.
     """
     path = Path(path)
-    arr = read_image(path, ndim)
+    arr = read_image(path, ndim, palette_indices=True)
     if arr.shape[-1] in (3, 4) and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
         arr = arr[..., :1]
     if arr.shape[-1] != 1:
