@@ -12,9 +12,15 @@ from conftest import tiny_config
 
 from segflow.config import build_config
 from segflow.data import Normalizer, load_train_data, n_val_images, pair_files, split_train_val
+from segflow.encodings import class_counts, encode
 from segflow.errors import SegflowError
 from segflow.schema import NormalizationConfig
 
+
+
+def counts(data, cfg) -> np.ndarray:
+    """Training pixels per class, as training computes them from the encoded targets."""
+    return class_counts([encode(s.mask, cfg) for s in data.train], cfg)[0]
 
 def write_pairs(root: Path, images: list[np.ndarray], masks: list[np.ndarray], names: list[str] | None = None, sub: str = "train") -> Path:
     """Write ``root/sub/{x,y}/NAME.tif``; return ``root``."""
@@ -153,8 +159,10 @@ def test_mask_values_outside_classes(tmp_path: Path) -> None:
     assert "img_001.tif" in msg and "3, 7" in msg and "N_CLASSES=2" in msg
     # N_CLASSES 8 accepts them; CHECK_DATA false skips the check.
     tree = tiny_config(root, DATA={"PATCH_SIZE": "(32, 32, 1)", "VAL": {"SPLIT_TRAIN": 0.0}}, MODEL={"N_CLASSES": 8})
-    assert load_train_data(build_config(tree)[0]).class_counts[7] == 1
-    assert load_train_data(config(root, TRAIN={"CHECK_DATA": False}, VAL={"SPLIT_TRAIN": 0.0})).class_counts.tolist() == [2048 - 32 - 2, 32]  # 3 and 7 are left out
+    cfg8 = build_config(tree)[0]
+    assert counts(load_train_data(cfg8), cfg8)[7] == 1
+    unchecked = config(root, TRAIN={"CHECK_DATA": False}, VAL={"SPLIT_TRAIN": 0.0})
+    assert counts(load_train_data(unchecked), unchecked).tolist() == [2048 - 32 - 2, 32]  # 3 and 7 are left out
 
 
 def test_mask_0_255_hint(tmp_path: Path) -> None:
@@ -171,9 +179,10 @@ def test_ignore_class_id_is_allowed_and_not_counted(tmp_path: Path) -> None:
     m[4:6] = 255
     tifffile.imwrite(root / "train/y/img_001.tif", m)
     tree = tiny_config(root, DATA={"PATCH_SIZE": "(32, 32, 1)", "VAL": {"SPLIT_TRAIN": 0.0}}, PROBLEM={"SEMANTIC_SEG": {"IGNORE_CLASS_ID": 255}})
-    data = load_train_data(build_config(tree)[0])
+    cfg = build_config(tree)[0]
+    data = load_train_data(cfg)
     # img_000 has 1 foreground row; img_001 has 4 rows of 1, 2 ignored rows, 26 rows of 0.
-    assert data.class_counts.tolist() == [31 * 32 + 26 * 32, 32 + 4 * 32]
+    assert counts(data, cfg).tolist() == [31 * 32 + 26 * 32, 32 + 4 * 32]
 
 
 # ------------------------------------------------------------------------------------------ normalisation
@@ -321,13 +330,14 @@ def test_single_2d_image_split_along_y(tmp_path: Path) -> None:
     img = np.repeat(np.arange(64, dtype=np.uint8)[:, None], 48, 1)
     mask = (img % 2).astype(np.uint8)
     root = write_pairs(tmp_path, [img], [mask])
-    d = load_train_data(config(root, VAL={"SPLIT_TRAIN": 0.25}))
+    cfg = config(root, VAL={"SPLIT_TRAIN": 0.25})
+    d = load_train_data(cfg)
     (t,), (v,) = d.train, d.val
     assert t.image.shape == (48, 48, 1) and v.image.shape == (16, 48, 1)
     assert t.mask.shape == (48, 48) and v.mask.shape == (16, 48)
     np.testing.assert_allclose(v.image[:, 0, 0] * 255, np.arange(48, 64), atol=1e-4)
     np.testing.assert_array_equal(v.mask[:, 0], np.arange(48, 64) % 2)
-    assert d.class_counts.tolist() == [24 * 48, 24 * 48]  # counted on the training part only
+    assert counts(d, cfg).tolist() == [24 * 48, 24 * 48]  # counted on the training part only
 
 
 def test_single_3d_stack_split_along_z(tmp_path: Path) -> None:
@@ -352,13 +362,12 @@ def test_validation_from_folder(tmp_path: Path) -> None:
     root = dataset(tmp_path, 3)
     val_img = np.full((32, 32), 200, np.uint8)
     write_pairs(root, [val_img], [np.ones((32, 32), np.uint8)], names=["v_000"], sub="val")
-    d = load_train_data(
-        config(root, VAL={"FROM_TRAIN": False, "PATH": str(root / "val/x"), "GT_PATH": str(root / "val/y"), "SPLIT_TRAIN": 0.5})
-    )
+    cfg = config(root, VAL={"FROM_TRAIN": False, "PATH": str(root / "val/x"), "GT_PATH": str(root / "val/y"), "SPLIT_TRAIN": 0.5})
+    d = load_train_data(cfg)
     assert [s.name for s in d.train] == ["img_000", "img_001", "img_002"]
     assert [s.name for s in d.val] == ["v_000"]
     np.testing.assert_allclose(d.val[0].image, 200 / 255, rtol=1e-6)  # same normalisation as training
-    assert d.class_counts.tolist() == [3 * 1024 - 32 * 6, 32 * 6]  # 1+2+3 foreground rows; val not counted
+    assert counts(d, cfg).tolist() == [3 * 1024 - 32 * 6, 32 * 6]  # 1+2+3 foreground rows; val not counted
 
 
 def test_validation_folder_missing(tmp_path: Path) -> None:
@@ -373,17 +382,19 @@ def test_class_counts_multiclass(tmp_path: Path) -> None:
     imgs = [rng.integers(0, 255, (32, 32), dtype=np.uint8) for _ in range(4)]
     root = write_pairs(tmp_path, imgs, masks)
     tree = tiny_config(root, DATA={"PATCH_SIZE": "(32, 32, 1)", "VAL": {"SPLIT_TRAIN": 0.25, "RANDOM": False}}, MODEL={"N_CLASSES": 4})
-    d = load_train_data(build_config(tree)[0])
+    cfg = build_config(tree)[0]
+    d = load_train_data(cfg)
     assert [s.name for s in d.val] == ["img_003"]
     expected = np.bincount(np.concatenate([m.ravel() for m in masks[:3]]), minlength=4)
-    np.testing.assert_array_equal(d.class_counts, expected)
-    assert d.class_counts.dtype == np.int64
+    np.testing.assert_array_equal(counts(d, cfg), expected)
+    assert counts(d, cfg).dtype == np.int64
 
 
 def test_3d_fixture_loads(data3d: Path) -> None:
-    d = load_train_data(build_config(tiny_config(data3d, "3D"))[0])
+    cfg = build_config(tiny_config(data3d, "3D"))[0]
+    d = load_train_data(cfg)
     assert len(d.train) == 1 and len(d.val) == 1
     s = d.train[0]
     assert s.image.shape == (16, 48, 48, 1) and s.image.dtype == np.float32 and s.mask.shape == (16, 48, 48)
     assert 0 <= s.image.min() and s.image.max() <= 1
-    assert d.class_counts.sum() == 16 * 48 * 48 and d.class_counts[1] > 0
+    assert counts(d, cfg).sum() == 16 * 48 * 48 and counts(d, cfg)[1] > 0

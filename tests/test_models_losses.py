@@ -75,7 +75,7 @@ def test_class_rebalance_weights_rare_class():
     rebalanced = SegmentationLoss(_cfg(LOSS={"CLASS_REBALANCE": True}), np.array([63, 1]))(logits, labels)
     assert rebalanced > plain
     multi = SegmentationLoss(_cfg(MODEL={"N_CLASSES": 3}, LOSS={"CLASS_REBALANCE": True}), np.array([80, 15, 5]))
-    assert multi.ce.weight.tolist() == pytest.approx(class_weights(np.array([80, 15, 5])).tolist())
+    assert multi.weight.tolist() == pytest.approx(class_weights(np.array([80, 15, 5])).tolist())
 
 
 def test_scores_known_values_and_absent_class():

@@ -89,7 +89,7 @@ def test_random_patches_stay_inside_and_vary(shape, patch) -> None:
     s = sample(shape, channels=2)
     ds = PatchDataset([s], patch, mode="random", replicate=3)
     assert len(ds) == 3
-    starts = [ds.random_start(0)[0] for _ in range(300)]
+    starts = [ds.random_start(0)[1] for _ in range(300)]
     for st in starts:
         assert all(0 <= a <= n - p for a, n, p in zip(st, shape, patch)), st
     for axis, (n, p) in enumerate(zip(shape, patch)):
@@ -105,7 +105,7 @@ def test_random_item_is_a_real_crop() -> None:
     s = sample((64, 64))
     ds = PatchDataset([s], (32, 32), mode="random")
     ds.set_random_state(seed=3)
-    st = ds.random_start(0)[0]
+    st = ds.random_start(0)[1]
     ds.set_random_state(seed=3)
     np.testing.assert_array_equal(ds[0]["image"][0], s.image[st[0] : st[0] + 32, st[1] : st[1] + 32, 0])
 
@@ -156,7 +156,7 @@ def test_prob_map_centres_fall_on_foreground_at_the_weighted_rate(w_fg: float, w
     n = 4000
     hits = 0
     for _ in range(n):
-        start, centre = ds.random_start(0)
+        _, start, centre = ds.random_start(0)
         hits += int(s.mask[centre] > 0)
         assert all(a <= c < a + 32 for a, c in zip(start, centre))  # the patch contains its centre
     share = w_fg / (w_fg + w_bg)
@@ -169,11 +169,11 @@ def test_prob_map_3d_and_uniform_baseline() -> None:
     weighted = PatchDataset([s], (8, 16, 16), mode="random", prob_weights=(0.9, 0.1))
     plain = PatchDataset([s], (8, 16, 16), mode="random")
     n = 2000
-    w_hits = sum(int(s.mask[weighted.random_start(0)[1]] > 0) for _ in range(n))
+    w_hits = sum(int(s.mask[weighted.random_start(0)[2]] > 0) for _ in range(n))
     # Without the map, the patch centre lands on foreground about as often as foreground's area share.
     p_hits = 0
     for _ in range(n):
-        st = plain.random_start(0)[0]
+        st = plain.random_start(0)[1]
         p_hits += int(s.mask[tuple(a + p // 2 for a, p in zip(st, (8, 16, 16)))] > 0)
     assert abs(w_hits / n - 0.9) < 0.03
     assert p_hits / n < 0.1
@@ -184,14 +184,14 @@ def test_prob_map_3d_and_uniform_baseline() -> None:
 def test_prob_map_zero_weight_kind_only_does_not_crash() -> None:
     s = sample((32, 32), fg=(slice(None), slice(None)))  # all foreground
     ds = PatchDataset([s], (16, 16), mode="random", prob_weights=(0.0, 1.0))
-    starts = [ds.random_start(0)[0] for _ in range(50)]
+    starts = [ds.random_start(0)[1] for _ in range(50)]
     assert all(0 <= a <= 16 for st in starts for a in st)
 
 
 def test_prob_map_image_without_foreground_draws_background() -> None:
     s = sample((32, 32))
     ds = PatchDataset([s], (16, 16), mode="random", prob_weights=(0.94, 0.06))
-    centres = {ds.random_start(0)[1] for _ in range(100)}
+    centres = {ds.random_start(0)[2] for _ in range(100)}
     assert len(centres) > 50
 
 
@@ -222,7 +222,7 @@ def test_write_prob_maps_files_and_check_images(tmp_path: Path, ndim: int) -> No
     assert sorted(p.name for p in (tmp_path / "aug").iterdir()) == sorted(f"mark_{k}_im{i}.png" for i in range(3) for k in "xy")
     red, blue = (255, 0, 0), (0, 0, 255)
     for i in range(3):
-        start, centre = twin.random_start(i)  # the same draws write_prob_maps made
+        _, start, centre = twin.random_start(i)  # the same draws write_prob_maps made
         (y0, x0), (cy, cx) = start[-2:], centre[-2:]
         y1, x1 = y0 + patch[-2] - 1, x0 + patch[-1] - 1
         for key in "xy":
@@ -281,7 +281,7 @@ def test_small_image_without_reflect_is_an_error(shape, patch, axis) -> None:
 
 # ------------------------------------------------------------------------------------------ through the config
 def _train_data(samples: list[Sample], val: list[Sample] | None = None) -> TrainData:
-    return TrainData(train=samples, val=val or [], normalizer=None, class_counts=np.zeros(2))
+    return TrainData(train=samples, val=val or [], normalizer=None)
 
 
 def make_datasets(cfg, data: TrainData):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 import typing
+from pathlib import Path
 
 from segflow import __version__
 from segflow.errors import SegflowError
@@ -111,7 +114,94 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segflow: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        line = _os_error_line(exc, args)
+        if line is None:
+            raise  # any other OSError is a bug, not bad input: keep the traceback
+        print(f"segflow: error: {line}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        print(f"segflow: error: {_memory_line(exc, args)}", file=sys.stderr)
+        return 2
     return 0
+
+
+_DISK_FULL = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
+_READ_ONLY = {errno.EROFS}
+_DENIED = {errno.EACCES, errno.EPERM}
+
+
+def _outputs(args: argparse.Namespace) -> tuple[str, list[Path]]:
+    """The option that chooses where this command writes, and those places."""
+    if args.command == "run":
+        return "--result_dir", [Path(args.result_dir)]
+    if args.command == "demo":
+        return "--out", [Path(args.out)]
+    if args.command == "predict":
+        if args.output_dir is not None:
+            return "--output-dir", [Path(args.output_dir)]
+        return "the OUTPUT path", [Path(args.output) if args.output else Path.cwd()]
+    return "", []
+
+
+def _inside(path: Path, folders: list[Path]) -> bool:
+    try:
+        resolved = path.resolve()
+        return any(resolved == f.resolve() or f.resolve() in resolved.parents for f in folders)
+    except (OSError, RuntimeError):
+        return False
+
+
+def _os_error_line(exc: OSError, args: argparse.Namespace) -> str | None:
+    """One line for a full disk, a read-only disk or a permission problem; None for any other OSError."""
+    if exc.errno not in _DISK_FULL | _READ_ONLY | _DENIED:
+        return None
+    option, outputs = _outputs(args)
+    path = Path(os.fsdecode(exc.filename)) if exc.filename is not None else (outputs[0] if outputs else Path.cwd())
+    elsewhere = f"choose {option} on another disk" if option else "write elsewhere"
+    if exc.errno in _DISK_FULL:
+        return f"{path}: no space left on the disk (disk full or quota reached); free some space, or {elsewhere}"
+    if exc.errno in _READ_ONLY:
+        return f"{path}: the file system is read-only; {elsewhere.replace('another disk', 'a writable disk')}"
+    if option and (_inside(path, outputs) or exc.filename is None):
+        return f"{path}: permission denied; choose {option} you can write to, or fix its permissions"
+    return f"{path}: permission denied; make it readable (and its folder listable) by your user"
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch's (CUDA) OutOfMemoryError, or a RuntimeError that says 'out of memory'."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # never import torch only to classify an error
+    if torch is not None:
+        kinds = tuple(
+            k for k in (getattr(torch, "OutOfMemoryError", None), getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)) if isinstance(k, type)
+        )
+        if kinds and isinstance(exc, kinds):
+            return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _memory_line(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line for running out of memory that says what to make smaller."""
+    reason = _one_line(exc) or type(exc).__name__
+    if len(reason) > 120:
+        reason = reason[:117] + "..."
+    memory = "memory (RAM)" if isinstance(exc, MemoryError) else "GPU memory" if "cuda" in reason.lower() or "gpu" in reason.lower() else "memory"
+    if args.command == "predict":
+        return (
+            f"{args.model}: out of {memory} while predicting ({reason}); use a smaller --batch-size (e.g. --batch-size 1)"
+            + (", or --gpu cpu" if memory == "GPU memory" else "")
+        )
+    if args.command == "check":
+        return f"{args.config}: out of {memory} while reading the data ({reason}); the images are too large for this machine's memory"
+    source = args.config if args.command == "run" else "segflow demo"
+    return (
+        f"{source}: out of {memory} ({reason}); use a smaller TRAIN.BATCH_SIZE or DATA.PATCH_SIZE "
+        "(e.g. -D TRAIN.BATCH_SIZE=1), or a smaller TEST.BATCH_SIZE if it happened in the test phase"
+    )
 
 
 if __name__ == "__main__":

@@ -73,6 +73,26 @@ def _is_text_field(annotation: Any) -> bool:
 TEXT_KEYS = frozenset(k for k, f in schema_keys() if _is_text_field(f.annotation))
 
 
+def _is_number_field(annotation: Any) -> bool:
+    """An ``int`` or ``float`` key, or a tuple/list of them (e.g. DATA.PATCH_SIZE)."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (tuple, list):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return bool(args) and all(a in (int, float) for a in args)
+    return False
+
+
+# pydantic reads true/false as 1/0 for a number; in a config that is a mistake (TRAIN.EPOCHS: true).
+NUMBER_KEYS = frozenset(k for k, f in schema_keys() if _is_number_field(f.annotation))
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)
+
+
 @functools.cache
 def biapy_keys() -> frozenset[str]:
     """Leaf keys of BiaPy 3.5.10's configuration."""
@@ -139,6 +159,11 @@ def _check_keys(flat: Iterable[tuple[str, Any]], source: str) -> tuple[dict[str,
         if key in LEAF_KEYS:
             if key in TEXT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
                 value = str(value)  # YAML reads PRECISION: 32 or PATH: 2024 as numbers
+            if key in NUMBER_KEYS and _holds_bool(value):
+                what = "a number" if isinstance(value, bool) else "numbers"
+                raise SegflowError(
+                    f"{source}: {key}: expected {what}, not true/false (got {value!r}); write {what} (the default is {_default(key)!r})"
+                )
             known[key] = value
             continue
         if key in SECTION_KEYS:
@@ -157,6 +182,12 @@ def _check_keys(flat: Iterable[tuple[str, Any]], source: str) -> tuple[dict[str,
             )
         raise SegflowError(f"{source}: unknown config key {key}{_suggest(str(key))}")
     return known, warnings
+
+
+def _default(key: str) -> Any:
+    field = dict(schema_keys())[key]
+    value = field.get_default(call_default_factory=True)
+    return tuple(value) if isinstance(value, list) and "PATCH" in key else value
 
 
 def _suggest(key: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,8 @@ class Sample:
     mask: np.ndarray | None
     path: Path
     mask_path: Path | None = None
+    # The mask encoded as training targets (channels last), set when patches are made.
+    target: np.ndarray | None = None
 
 
 @dataclass
@@ -135,16 +137,29 @@ def pair_files(images: list[Path], masks: list[Path], what: str) -> list[tuple[P
     return list(zip(images, masks))
 
 
-def check_mask_values(mask: np.ndarray, path: Path, n_classes: int, ignore_id: int) -> None:
-    """Every mask value must be a class id ``0..n_classes-1`` (or the ignored id)."""
+def check_mask_values(mask: np.ndarray, path: Path, cfg: Config) -> None:
+    """Every mask value must fit the encoding: a class id ``0..N_CLASSES-1``, a bitmask of
+    ``N_CLASSES`` bits, or (regions and regression) anything; the ignored id is always allowed."""
+    from segflow.encodings import BITMASK, encoding
+
+    n = cfg.MODEL.N_CLASSES
+    kind = encoding(cfg)
+    if kind not in ("categorical", *BITMASK):
+        return
+    top = n if kind == "categorical" else 2**n
     values = np.unique(mask)
-    bad = values[((values < 0) | (values >= n_classes)) & (values != ignore_id)]
+    bad = values[((values < 0) | (values >= top)) & (values != cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID)]
     if bad.size:
         shown = ", ".join(str(v) for v in bad[:5]) + (" ..." if bad.size > 5 else "")
-        hint = " (a 0/255 mask: divide it by 255)" if set(values.tolist()) <= {0, 255} and n_classes == 2 else ""
+        if kind == "categorical":
+            hint = " (a 0/255 mask: divide it by 255)" if set(values.tolist()) <= {0, 255} and n == 2 else ""
+            raise SegflowError(
+                f"{path}: mask values {shown} are outside the classes 0..{n - 1} of MODEL.N_CLASSES={n}{hint}; "
+                "fix the mask or raise MODEL.N_CLASSES"
+            )
         raise SegflowError(
-            f"{path}: mask values {shown} are outside the classes 0..{n_classes - 1} of MODEL.N_CLASSES={n_classes}{hint}; "
-            "fix the mask or raise MODEL.N_CLASSES"
+            f"{path}: mask values {shown} need more than the {n} bits of MODEL.N_CLASSES={n} (ENCODING {kind}); "
+            "raise MODEL.N_CLASSES to the number of bit classes"
         )
 
 
@@ -169,14 +184,14 @@ def read_pair(cfg: Config, img_path: Path, mask_path: Path | None, what: str, ch
         raise SegflowError(f"{img_path}: image holds NaN or infinite values; fix or remove it")
     if mask_path is None:
         return image, None
-    mask = read_mask(mask_path, cfg.ndim)
+    mask = read_mask(mask_path, cfg.ndim, integer=cfg.PROBLEM.SEMANTIC_SEG.ENCODING != "linear")
     if mask.shape != image.shape[:-1]:
         raise SegflowError(
             f"{what}: image {img_path.name} has shape {image.shape[:-1]} but its mask {mask_path.name} has {mask.shape}; "
             "an image and its mask must have the same size"
         )
     if check_masks:
-        check_mask_values(mask, mask_path, cfg.MODEL.N_CLASSES, cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID)
+        check_mask_values(mask, mask_path, cfg)
     return image, mask
 
 
@@ -202,7 +217,6 @@ class TrainData:
     train: list[Sample]
     val: list[Sample]
     normalizer: Normalizer
-    class_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def n_val_images(n_images: int, fraction: float) -> int:
@@ -248,9 +262,4 @@ def load_train_data(cfg: Config) -> TrainData:
     normalizer = Normalizer(d.NORMALIZATION)
     normalizer.fit([s.image for s in train])
     train, val = ([replace(s, image=normalizer(s.image)) for s in part] for part in (train, val))
-    counts = np.zeros(cfg.MODEL.N_CLASSES, dtype=np.int64)
-    for s in train:
-        values, n = np.unique(s.mask, return_counts=True)
-        keep = (values >= 0) & (values < cfg.MODEL.N_CLASSES)
-        counts[values[keep].astype(np.int64)] += n[keep]
-    return TrainData(train=train, val=val, normalizer=normalizer, class_counts=counts)
+    return TrainData(train=train, val=val, normalizer=normalizer)

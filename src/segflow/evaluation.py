@@ -1,4 +1,5 @@
-"""Segmentation metrics from confusion matrices: IoU per class, foreground IoU, mean IoU, Dice, accuracy.
+"""Segmentation metrics from confusion matrices: IoU per class, foreground IoU, mean IoU, Dice, accuracy;
+squared and absolute errors for regression encodings.
 
 A class absent from both the prediction and the mask of an image has no defined IoU there; it is
 left out of that image's mean (NaN), never counted as 0 or 1, so empty images do not distort means.
@@ -8,6 +9,9 @@ Pooled figures sum the confusion matrices of all images first.
 from __future__ import annotations
 
 import numpy as np
+
+from segflow.encodings import BITMASK, REGRESSION, bits, encode, encoding, truth
+from segflow.schema import Config
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, n_classes: int, ignore_id: int = -1) -> np.ndarray:
@@ -44,3 +48,90 @@ def scores(conf: np.ndarray) -> dict[str, float | list[float]]:
         "foreground_dice": float(np.nanmean(dice[1:])) if np.any(~np.isnan(dice[1:])) else float("nan"),
         "accuracy": float(tp.sum() / conf.sum()) if conf.sum() else float("nan"),
     }
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _merge_channels(per_channel: list[dict]) -> dict:
+    """Bitmask scores: each channel is a binary class; its foreground IoU is that class's IoU."""
+    iou = [s["foreground_iou"] for s in per_channel]
+    dice = [s["foreground_dice"] for s in per_channel]
+    return {
+        "iou_per_class": iou,
+        "foreground_iou": _nanmean(iou),
+        "mean_iou": _nanmean(iou),
+        "dice_per_class": dice,
+        "foreground_dice": _nanmean(dice),
+        "accuracy": _nanmean([s["accuracy"] for s in per_channel]),
+    }
+
+
+SUMMARY_KEYS = ("foreground_iou", "mean_iou", "foreground_dice", "accuracy", "mse", "mae")
+_NAN_SCORES = {k: float("nan") for k in SUMMARY_KEYS} | {"iou_per_class": [], "dice_per_class": []}
+
+
+class Scorer:
+    """Scores of one prediction mode for any label encoding: one row per image and pooled over all pixels.
+
+    ``categorical``/``region``: confusion matrices of class ids. Bitmasks: one binary confusion matrix
+    per bit (classes may overlap). Regression: squared and absolute errors, plus, for ``distance``,
+    the IoU of the predicted foreground (distance > 0.5) against mask > 0. Ignored pixels (the
+    config's IGNORE_CLASS_ID) count nowhere.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.kind = encoding(cfg)
+        self.n = cfg.MODEL.N_CLASSES
+        self.ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
+        self.rows: list[dict] = []
+        self.conf = np.zeros((self.n, 2, 2) if self.kind in BITMASK else (self._classes(),) * 2, dtype=np.int64)
+        self.errors = np.zeros(3)  # sum of squared errors, of absolute errors, pixel count
+
+    def _classes(self) -> int:
+        return 2 if self.kind in REGRESSION else self.n
+
+    def _valid(self, mask: np.ndarray) -> np.ndarray:
+        return mask != self.ignore if self.ignore >= 0 else np.ones(mask.shape, dtype=bool)
+
+    def add(self, name: str, outputs: np.ndarray, labels: np.ndarray | None, mask: np.ndarray) -> dict:
+        """Score one image: ``outputs`` are the channels-last network outputs, ``labels`` their label image."""
+        row = dict(_NAN_SCORES)
+        if self.kind in BITMASK:
+            valid = self._valid(mask)
+            pred_bits, true_bits = bits(labels, self.n), bits(truth(mask, self.cfg), self.n)
+            confs = [confusion(pred_bits[..., i][valid], true_bits[..., i][valid], 2) for i in range(self.n)]
+            self.conf += np.stack(confs)
+            row.update(_merge_channels([scores(c) for c in confs]))
+        elif self.kind != "linear":
+            conf = confusion(labels, truth(mask, self.cfg), self._classes(), self.ignore)
+            self.conf += conf
+            row.update(scores(conf))
+        if self.kind in REGRESSION:
+            target = encode(mask, self.cfg)[..., 0]
+            keep = ~np.isnan(target)
+            diff = outputs[..., 0][keep].astype(np.float64) - target[keep]
+            self.errors += (float(np.square(diff).sum()), float(np.abs(diff).sum()), diff.size)
+            row.update(mse=float(np.square(diff).mean()) if diff.size else float("nan"), mae=float(np.abs(diff).mean()) if diff.size else float("nan"))
+        row["image"] = name
+        self.rows.append(row)
+        return row
+
+    def pooled(self) -> dict:
+        """Scores over all pixels of all images."""
+        out = dict(_NAN_SCORES)
+        if self.kind in BITMASK:
+            out.update(_merge_channels([scores(c) for c in self.conf]))
+        elif self.kind != "linear":
+            out.update(scores(self.conf))
+        if self.kind in REGRESSION and self.errors[2]:
+            out.update(mse=self.errors[0] / self.errors[2], mae=self.errors[1] / self.errors[2])
+        return out
+
+    def summary(self) -> dict:
+        """Mean over images, pooled scores, and the per-image rows."""
+        mean = {k: _nanmean([r[k] for r in self.rows]) for k in SUMMARY_KEYS}
+        return {"per_image_mean": mean, "pooled": self.pooled(), "per_image": self.rows}

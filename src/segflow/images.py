@@ -131,11 +131,12 @@ def read_image(path: str | os.PathLike, ndim: int, channels: int | None = None, 
     return _to_channels_last(arr, axes, ndim, channels, path)
 
 
-def read_mask(path: str | os.PathLike, ndim: int) -> np.ndarray:
+def read_mask(path: str | os.PathLike, ndim: int, integer: bool = True) -> np.ndarray:
     """Read an integer class mask as ``(y, x)`` / ``(z, y, x)``.
 
     Palette PNGs give their colour indices (VOC's class ids); RGB(A) masks whose colour channels are
-    all equal are read as one channel; float masks are errors, since a class id must be an integer.
+    all equal are read as one channel; float masks are errors, since a class id must be an integer,
+    unless ``integer`` is false (regression targets), where any finite value is read as float32.
     """
     path = Path(path)
     arr = read_image(path, ndim, palette_indices=True)
@@ -145,6 +146,10 @@ def read_mask(path: str | os.PathLike, ndim: int) -> np.ndarray:
         raise SegflowError(f"{path}: mask has {arr.shape[-1]} channels; a mask must hold one class id per pixel")
     arr = arr[..., 0]
     if np.issubdtype(arr.dtype, np.floating):
+        if not integer:
+            if not np.all(np.isfinite(arr)):
+                raise SegflowError(f"{path}: regression target holds NaN or infinite values; fix or remove it")
+            return arr.astype(np.float32)
         if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
             raise SegflowError(f"{path}: mask holds non-integer values ({arr.dtype}); masks must hold integer class ids 0..N_CLASSES-1")
         arr = arr.astype(np.int64)
@@ -183,3 +188,14 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, ndim: int, reference:
         except Exception:  # metadata is a courtesy; an unreadable reference must not stop the output
             kwargs = {"imagej": kwargs["imagej"]}
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr, metadata=metadata, **kwargs))
+
+
+def write_palette_png(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write a 2D uint8 label image as a palette PNG with PASCAL VOC's colours, atomically."""
+    from PIL import Image
+
+    from segflow.encodings import voc_colormap
+
+    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+    image.putpalette(voc_colormap().ravel().tolist())
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -27,7 +27,9 @@ from tqdm import tqdm
 
 from segflow.data import Normalizer
 from segflow.errors import SegflowError
-from segflow.evaluation import confusion, scores
+from segflow.encodings import REGRESSION, encoding
+from segflow.encodings import labels as decode_labels
+from segflow.evaluation import Scorer
 from segflow.models import divisor
 from segflow.patches import axis_starts, grid_starts
 from segflow.schema import Config
@@ -146,6 +148,13 @@ def predict_windows(
     return out
 
 
+def activate(logits: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Network outputs to probabilities (sigmoid per channel, or softmax) or regression values."""
+    if encoding(cfg) in REGRESSION:
+        return torch.relu(logits) if cfg.PROBLEM.SEMANTIC_SEG.OUTPUT_ACTIVATION == "relu" else logits
+    return torch.sigmoid(logits) if logits.shape[1] == 1 or encoding(cfg) in ("bitmask", "double_membrane") else torch.softmax(logits, dim=1)
+
+
 def autocast_dtype(setting: str, device_type: str) -> torch.dtype | None:
     """The autocast type for TRAIN.PRECISION on a device; None = full fp32 (the CPU default)."""
     if setting == "bf16":
@@ -191,7 +200,7 @@ class Predictor:
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             logits = self.net(x).float()
-        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+        return activate(logits, self.cfg)
 
     def window_fn(self, tta: bool = False) -> WindowFn:
         """Windows in, class probabilities out; averaged over flips and rotations with ``tta``."""
@@ -251,11 +260,9 @@ class Predictor:
         y = fn(t)[0].float().cpu().numpy()
         return y[(slice(None), *(slice(0, s) for s in spatial))]
 
-    def labels(self, probs: np.ndarray) -> np.ndarray:
-        """Class ids from channels-last probabilities; binary uses the 0.5 threshold, the same one the IoU uses."""
-        if probs.shape[-1] == 1:
-            return (probs[..., 0] > 0.5).astype(np.uint8)
-        return probs.argmax(-1).astype(np.uint8 if self.n_classes <= 256 else np.uint16)
+    def labels(self, probs: np.ndarray) -> np.ndarray | None:
+        """Label image from channels-last outputs, decoded as the model's encoding says (None for 'linear')."""
+        return decode_labels(probs, self.cfg)
 
     def predict_labels(self, image: np.ndarray, **kwargs: object) -> np.ndarray:
         """Class ids for a raw image (see ``predict`` for the options)."""
@@ -271,16 +278,15 @@ class Predictor:
             return []
         fn = self.window_fn(tta)
         corners = grid_starts(image.shape[:-1], patch)
-        ignore = self.cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
-        out = []
+        scorer = Scorer(self.cfg)
         for b in range(0, len(corners), batch_size):
             regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in corners[b : b + batch_size]]
             windows = np.stack([self.normalizer.apply(np.asarray(image[r]), stats) for r in regions])
             x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(windows, -1, 1), dtype=np.float32)).to(self.device)
             probs = np.moveaxis(fn(x).float().cpu().numpy(), 1, -1)
             for r, p in zip(regions, probs):
-                out.append(scores(confusion(self.labels(p), mask[r], self.n_classes, ignore)))
-        return out
+                scorer.add("patch", p, self.labels(p), mask[r])
+        return scorer.rows
 
 
 def load_model(path: str | os.PathLike, device: str | None = None) -> Predictor:

@@ -1,12 +1,20 @@
-"""Training losses from ``LOSS.*``: cross-entropy, Dice, or a weighted sum, with class rebalancing."""
+"""Training losses from ``LOSS.*`` for every label encoding, leaving ignored pixels out.
+
+- categorical / region: softmax cross-entropy and Dice (binary: one sigmoid channel, BCE), ignored
+  pixels (IGNORE_CLASS_ID) excluded from both;
+- bitmask encodings: per-class BCE and sigmoid Dice, NaN targets (ignored) excluded;
+- regression: MSE or log(1 + MSE) on the activated output, NaN targets excluded.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
+from segflow.encodings import is_bitmask, is_regression
 from segflow.schema import Config
 
 
@@ -20,33 +28,66 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
 
 
 class SegmentationLoss(nn.Module):
-    """Loss on logits ``(B, C, ...)`` against integer labels ``(B, 1, ...)``.
+    """Loss on raw network outputs ``(B, C, ...)`` against encoded targets ``(B, T, ...)``."""
 
-    Binary problems (one output channel) use BCE-with-logits and sigmoid Dice; multi-class ones
-    softmax cross-entropy and softmax Dice.
-    """
-
-    def __init__(self, cfg: Config, class_counts: np.ndarray | None = None) -> None:
+    def __init__(self, cfg: Config, class_counts: np.ndarray | None = None, n_valid: int | None = None) -> None:
         super().__init__()
-        self.binary = cfg.MODEL.N_CLASSES == 2
-        kind = cfg.LOSS.TYPE
-        self.w_ce, self.w_dice = {"CE": (1.0, 0.0), "DICE": (0.0, 1.0), "W_CE_DICE": tuple(cfg.LOSS.WEIGHTS)}[kind]
-        weights = class_weights(class_counts) if cfg.LOSS.CLASS_REBALANCE and class_counts is not None else None
-        if self.binary:
-            pos_weight = None if weights is None or weights[1] == 0 else (weights[1] / weights[0]).reshape(1)
-            self.ce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-            self.dice = DiceLoss(sigmoid=True)
-        else:
-            self.ce = nn.CrossEntropyLoss(weight=weights)
-            self.dice = DiceLoss(softmax=True, to_onehot_y=True)
+        self.cfg = cfg
+        self.regression = is_regression(cfg)
+        self.bitmask = is_bitmask(cfg)
+        self.binary = not self.bitmask and not self.regression and cfg.MODEL.N_CLASSES == 2
+        self.ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
+        self.w_ce, self.w_dice = {"CE": (1.0, 0.0), "DICE": (0.0, 1.0), "W_CE_DICE": tuple(cfg.LOSS.WEIGHTS), "MSE": (0, 0), "LOGMSE": (0, 0)}[cfg.LOSS.TYPE]
+        self.dice = DiceLoss(reduction="mean")
+        weight = pos_weight = None
+        if cfg.LOSS.CLASS_REBALANCE and class_counts is not None and len(class_counts):
+            counts = np.asarray(class_counts, dtype=np.float64)
+            if self.bitmask:  # per class: negatives over positives, as BCE's pos_weight expects
+                pos_weight = torch.as_tensor(np.where(counts > 0, (float(n_valid or 0) - counts) / np.maximum(counts, 1), 1.0), dtype=torch.float32)
+            elif self.binary:
+                w = class_weights(counts)
+                pos_weight = (w[1] / w[0]).reshape(1) if w[0] > 0 and w[1] > 0 else None
+            else:
+                weight = class_weights(counts)
+        self.register_buffer("weight", weight, persistent=False)
+        self.register_buffer("pos_weight", pos_weight, persistent=False)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Weighted sum of the cross-entropy and Dice terms."""
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The configured loss; ignored pixels contribute nothing."""
         logits = logits.float()
+        if self.regression:
+            pred = torch.relu(logits) if self.cfg.PROBLEM.SEMANTIC_SEG.OUTPUT_ACTIVATION == "relu" else logits
+            valid = ~torch.isnan(target)
+            mse = ((pred - torch.nan_to_num(target)) ** 2)[valid].mean() if valid.any() else logits.sum() * 0
+            return torch.log1p(mse) if self.cfg.LOSS.TYPE == "LOGMSE" else mse
+        if self.bitmask:
+            valid = ~torch.isnan(target)
+            onehot = torch.nan_to_num(target)
+            probs = torch.sigmoid(logits)
+            ce = self._masked_bce(logits, onehot, valid, self.pos_weight.view(1, -1, *[1] * (logits.dim() - 2)) if self.pos_weight is not None else None)
+        else:
+            labels = target[:, 0].long()
+            valid = (labels != self.ignore) if self.ignore >= 0 else torch.ones_like(labels, dtype=torch.bool)
+            if self.binary:
+                onehot = (labels == 1).float()[:, None]
+                probs = torch.sigmoid(logits)
+                ce = self._masked_bce(logits, onehot, valid[:, None], self.pos_weight)
+                valid = valid[:, None]
+            else:
+                n = logits.shape[1]
+                onehot = F.one_hot(torch.where(valid, labels, 0).clamp(0, n - 1), n).movedim(-1, 1).float()
+                probs = torch.softmax(logits, dim=1)
+                ce = F.cross_entropy(logits, torch.where(valid, labels, -100), weight=self.weight, ignore_index=-100) if valid.any() else logits.sum() * 0
+                valid = valid[:, None]
         loss = logits.new_zeros(())
         if self.w_ce:
-            target = labels.float() if self.binary else labels[:, 0].long()
-            loss = loss + self.w_ce * self.ce(logits, target)
+            loss = loss + self.w_ce * ce
         if self.w_dice:
-            loss = loss + self.w_dice * self.dice(logits, labels.float() if self.binary else labels)
+            keep = valid.float()
+            loss = loss + self.w_dice * self.dice(probs * keep, onehot * keep)
         return loss
+
+    @staticmethod
+    def _masked_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:
+        per_pixel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
+        return per_pixel[valid.expand_as(per_pixel)].mean() if valid.any() else logits.sum() * 0

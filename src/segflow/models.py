@@ -9,14 +9,10 @@ from __future__ import annotations
 import torch
 from monai.networks.nets import AttentionUnet, DynUNet
 
+from segflow.encodings import out_channels
 from segflow.schema import Config
 
 _NORMS = {"bn": "batch", "in": "instance", "none": None}
-
-
-def out_channels(n_classes: int) -> int:
-    """Binary problems use one sigmoid output (as BiaPy), others one softmax output per class."""
-    return 1 if n_classes == 2 else n_classes
 
 
 def strides(cfg: Config) -> list[tuple[int, ...] | int]:
@@ -46,7 +42,7 @@ def build_model(cfg: Config) -> torch.nn.Module:
         return AttentionUnet(
             spatial_dims=cfg.ndim,
             in_channels=cfg.in_channels,
-            out_channels=out_channels(m.N_CLASSES),
+            out_channels=out_channels(cfg),
             channels=tuple(m.FEATURE_MAPS),
             strides=tuple(level_strides),
             kernel_size=m.KERNEL_SIZE,
@@ -56,7 +52,7 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return DynUNet(
         spatial_dims=cfg.ndim,
         in_channels=cfg.in_channels,
-        out_channels=out_channels(m.N_CLASSES),
+        out_channels=out_channels(cfg),
         kernel_size=[m.KERNEL_SIZE] * len(m.FEATURE_MAPS),
         strides=[1, *level_strides],
         upsample_kernel_size=level_strides,

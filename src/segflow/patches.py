@@ -69,11 +69,15 @@ def probability_map(mask: np.ndarray, w_fg: float, w_bg: float) -> np.ndarray:
     return (prob / prob.sum()).astype(np.float32)
 
 
-def to_tensors(image: np.ndarray, mask: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Channels-last image and mask to the channels-first arrays the network and MONAI use."""
+def to_tensors(image: np.ndarray, target: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Channels-last image and target to the channels-first arrays the network and MONAI use.
+
+    Integer targets (class ids) become int64, float targets (bits, regression; NaN = ignored) float32.
+    """
     out = {"image": np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32)}
-    if mask is not None:
-        out["label"] = np.ascontiguousarray(mask[None].astype(np.int64))
+    if target is not None:
+        dtype = np.float32 if np.issubdtype(target.dtype, np.floating) else np.int64
+        out["label"] = np.ascontiguousarray(np.moveaxis(target, -1, 0), dtype=dtype)
     return out
 
 
@@ -82,7 +86,9 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
 
     ``mode='grid'`` yields a fixed grid of patches (BiaPy's default, and always for validation);
     ``mode='random'`` yields one random patch per image (times ``replicate``) each epoch, with its
-    centre drawn from the probability map when ``prob_weights`` is given.
+    centre drawn from the probability map when ``prob_weights`` is given, or, with
+    ``class_balanced``, on a pixel of a class drawn uniformly among the mask values present (NIST's
+    balancing: rare classes are seen as often as common ones).
     """
 
     def __init__(
@@ -94,6 +100,8 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
         transform: Callable[[dict], dict] | None = None,
         replicate: int = 1,
         prob_weights: tuple[float, float] | None = None,
+        class_balanced: bool = False,
+        ignore_id: int = -1,
     ) -> None:
         self.samples = samples
         self.patch = patch
@@ -104,11 +112,18 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
             self.index = [(i, start) for i, s in enumerate(samples) for start in grid_starts(s.image.shape[:-1], patch, overlap)]
         else:
             self.index = [(i, None) for _ in range(max(1, replicate)) for i in range(len(samples))]
-        # Foreground/background coordinates for the probability map, so a draw costs O(1).
+        # Pixel coordinates per kind (foreground/background, or class), so a draw costs O(1).
         self._fg = self._bg = None
         if prob_weights is not None:
             self._fg = [np.flatnonzero(s.mask > 0) for s in samples]
             self._bg = [np.flatnonzero(s.mask <= 0) for s in samples]
+        self._by_class: dict[int, list[tuple[int, np.ndarray]]] = {}
+        if class_balanced:
+            for i, s in enumerate(samples):
+                flat = s.mask.ravel()
+                for value in np.unique(flat):
+                    if value != ignore_id:
+                        self._by_class.setdefault(int(value), []).append((i, np.flatnonzero(flat == value)))
         self.set_random_state(0)
 
     def __len__(self) -> int:
@@ -117,11 +132,23 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
     def randomize(self, data: object = None) -> None:  # Randomizable's interface; draws happen in random_start
         """Unused: draws happen per item in ``random_start``."""
 
-    def random_start(self, i: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-        """Draw a patch start for sample ``i``; return it and the centre pixel when a probability map chose it."""
+    def _centred(self, i: int, pool: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        shape = self.samples[i].image.shape[:-1]
+        centre = np.unravel_index(int(pool[self.R.randint(0, pool.size)]), shape)
+        start = tuple(int(min(max(c - p // 2, 0), s - p)) for c, p, s in zip(centre, self.patch, shape))
+        return start, tuple(int(c) for c in centre)
+
+    def random_start(self, i: int) -> tuple[int, tuple[int, ...], tuple[int, ...] | None]:
+        """Draw a patch for sample ``i``: return the sample it comes from (another one when classes are
+        balanced), its start, and the centre pixel when a map or a class chose it."""
+        if self._by_class:
+            classes = sorted(self._by_class)
+            holders = self._by_class[classes[self.R.randint(0, len(classes))]]
+            i, pool = holders[self.R.randint(0, len(holders))]
+            return (i, *self._centred(i, pool))
         shape = self.samples[i].image.shape[:-1]
         if self.prob_weights is None:
-            return tuple(int(self.R.randint(0, s - p + 1)) for s, p in zip(shape, self.patch)), None
+            return i, tuple(int(self.R.randint(0, s - p + 1)) for s, p in zip(shape, self.patch)), None
         w_fg, w_bg = self.prob_weights
         fg, bg = self._fg[i], self._bg[i]
         w_fg, w_bg = (w_fg if fg.size else 0.0), (w_bg if bg.size else 0.0)
@@ -129,20 +156,19 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
             pool = fg if fg.size else bg
         else:
             pool = fg if self.R.random_sample() * (w_fg + w_bg) < w_fg else bg
-        centre = np.unravel_index(int(pool[self.R.randint(0, pool.size)]), shape)
-        start = tuple(int(min(max(c - p // 2, 0), s - p)) for c, p, s in zip(centre, self.patch, shape))
-        return start, tuple(int(c) for c in centre)
+        return (i, *self._centred(i, pool))
 
     def crop(self, i: int, start: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
-        """The patch of sample ``i`` starting at ``start`` (channels last)."""
+        """The patch of sample ``i`` starting at ``start`` and its target (channels last)."""
         s = self.samples[i]
         region = tuple(slice(a, a + p) for a, p in zip(start, self.patch))
-        return s.image[region], None if s.mask is None else s.mask[region]
+        target = s.target if s.target is not None else None if s.mask is None else s.mask[..., None]
+        return s.image[region], None if target is None else target[region]
 
     def __getitem__(self, k: int) -> dict[str, np.ndarray]:
         i, start = self.index[k]
         if start is None:
-            start, _ = self.random_start(i)
+            i, start, _ = self.random_start(i)
         item = to_tensors(*self.crop(i, start))
         return self.transform(item) if self.transform is not None else item
 
@@ -168,7 +194,7 @@ def write_prob_maps(dataset: PatchDataset, prob_dir: Path, aug_dir: Path, n_mark
         write_tiff(prob_dir / f"prob_map_{s.name}.tif", probability_map(s.mask, w_fg, w_bg), ndim=s.mask.ndim)
     # Drawing the check patches must not shift the training draws: restore the generator after.
     saved = dataset.R.get_state()
-    draws = [dataset.random_start(k) for k in range(min(n_marks, len(dataset.samples)))]
+    draws = [dataset.random_start(k)[1:] for k in range(min(n_marks, len(dataset.samples)))]
     dataset.R.set_state(saved)
     for k, (start, centre) in enumerate(draws):
         s = dataset.samples[k]

@@ -36,7 +36,17 @@ class SystemConfig(Section):
 
 # --------------------------------------------------------------------------------------------- PROBLEM
 class SemanticSegConfig(Section):
-    IGNORE_CLASS_ID: int = Field(-1, description="Mask value left out of loss and metrics (e.g. 255); -1 = none.")
+    IGNORE_CLASS_ID: int = Field(-1, description="Mask value left out of loss and every metric (e.g. 255, VOC's 'void' border); -1 = none.")
+    ENCODING: Literal["categorical", "bitmask", "double_membrane", "region", "linear", "distance"] = Field(
+        "categorical",
+        description="segflow key. How masks become training targets. 'categorical': one class id per pixel (softmax; sigmoid for 2 classes). "
+        "'bitmask': bit i of the mask value is class i, classes may overlap (sigmoid per class; MODEL.N_CLASSES = number of bits). "
+        "'double_membrane': bitmask with each class dilated by one pixel in y-x. 'region': non-zero pixels are membrane (class 0), each connected "
+        "region of zeros in a y-x plane is a class 1..N_CLASSES-1 (extra regions join the last one). 'linear': the mask value itself is a "
+        "regression target (float or >8-bit masks, e.g. a distance transform). 'distance': segflow computes the distance transform of the "
+        "binary mask (mask > 0) and regresses it.",
+    )
+    OUTPUT_ACTIVATION: Literal["relu", "linear"] = Field("relu", description="segflow key. Output activation of the regression encodings ('linear', 'distance').")
 
 
 class ProblemConfig(Section):
@@ -112,6 +122,11 @@ class DataConfig(Section):
     )
     EXTRACT_RANDOM_PATCH: bool = Field(False, description="Train on one random patch per image per epoch instead of a fixed grid of patches.")
     PROBABILITY_MAP: bool = Field(False, description="With EXTRACT_RANDOM_PATCH: draw patch centres from a map that favours foreground (W_FOREGROUND / W_BACKGROUND).")
+    CLASS_BALANCED_SAMPLING: bool = Field(
+        False,
+        description="segflow key. With EXTRACT_RANDOM_PATCH: draw a class uniformly among the mask values present, then a patch centred on a "
+        "pixel of that class (NIST's balancing), so rare classes are seen as often as common ones.",
+    )
     W_FOREGROUND: float = Field(0.94, ge=0, description="Share of patch centres drawn on foreground pixels (PROBABILITY_MAP).")
     W_BACKGROUND: float = Field(0.06, ge=0, description="Share of patch centres drawn on background pixels (PROBABILITY_MAP).")
     REFLECT_TO_COMPLETE_SHAPE: bool = Field(False, description="Pad images smaller than PATCH_SIZE by reflection; when false such an image is an error.")
@@ -204,7 +219,11 @@ class ModelConfig(Section):
 
 # --------------------------------------------------------------------------------------------- LOSS
 class LossConfig(Section):
-    TYPE: Literal["CE", "DICE", "W_CE_DICE"] = Field("CE", description="Cross-entropy (binary for N_CLASSES 2), Dice, or a weighted sum of both.")
+    TYPE: Literal["CE", "DICE", "W_CE_DICE", "MSE", "LOGMSE"] = Field(
+        "CE",
+        description="Cross-entropy (binary for N_CLASSES 2 and per class for bitmask encodings), Dice, or a weighted sum of both; "
+        "'MSE' or 'LOGMSE' (log(1 + MSE)) for the regression encodings.",
+    )
     WEIGHTS: tuple[float, float] = Field((0.66, 0.34), description="W_CE_DICE: weights of the cross-entropy and Dice terms.")
     CLASS_REBALANCE: bool = Field(False, description="Weight cross-entropy by inverse class frequency measured on the training masks.")
 
@@ -304,8 +323,17 @@ class Config(Section):
                 f"DATA.PATCH_SIZE {self.DATA.PATCH_SIZE} has {len(self.DATA.PATCH_SIZE)} values; PROBLEM.NDIM {self.PROBLEM.NDIM} "
                 f"needs {ndim + 1}: ({'z, ' if ndim == 3 else ''}y, x, channels)"
             )
-        if self.DATA.PROBABILITY_MAP and not self.DATA.EXTRACT_RANDOM_PATCH:
-            raise ValueError("DATA.PROBABILITY_MAP needs DATA.EXTRACT_RANDOM_PATCH: true")
+        for key in ("PROBABILITY_MAP", "CLASS_BALANCED_SAMPLING"):
+            if getattr(self.DATA, key) and not self.DATA.EXTRACT_RANDOM_PATCH:
+                raise ValueError(f"DATA.{key} needs DATA.EXTRACT_RANDOM_PATCH: true")
+        if self.DATA.PROBABILITY_MAP and self.DATA.CLASS_BALANCED_SAMPLING:
+            raise ValueError("DATA.PROBABILITY_MAP and DATA.CLASS_BALANCED_SAMPLING both choose patch centres; enable one")
+        regression = self.PROBLEM.SEMANTIC_SEG.ENCODING in ("linear", "distance")
+        if regression != (self.LOSS.TYPE in ("MSE", "LOGMSE")):
+            raise ValueError(
+                f"LOSS.TYPE {self.LOSS.TYPE} does not fit PROBLEM.SEMANTIC_SEG.ENCODING {self.PROBLEM.SEMANTIC_SEG.ENCODING}: "
+                + ("use 'MSE' or 'LOGMSE' for regression" if regression else "'MSE'/'LOGMSE' are for the 'linear' and 'distance' encodings; use CE, DICE or W_CE_DICE")
+            )
         levels = len(self.MODEL.FEATURE_MAPS) - 1
         if self.MODEL.Z_DOWN and len(self.MODEL.Z_DOWN) != levels:
             raise ValueError(f"MODEL.Z_DOWN has {len(self.MODEL.Z_DOWN)} values; MODEL.FEATURE_MAPS gives {levels} levels")

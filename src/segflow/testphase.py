@@ -21,69 +21,49 @@ from tqdm import tqdm
 from segflow.atomic import atomic_write_text
 from segflow.data import list_pairs, read_pair
 from segflow.errors import SegflowError
-from segflow.evaluation import confusion, scores
-from segflow.images import write_tiff
+from segflow.encodings import bits, is_bitmask
+from segflow.evaluation import SUMMARY_KEYS, Scorer
+from segflow.images import write_palette_png, write_tiff
 from segflow.inference import Predictor
 from segflow.paths import RunPaths
 from segflow.postprocess import apply_median_filters, filters_for, median_filters
 from segflow.schema import Config
-
-SUMMARY_KEYS = ("foreground_iou", "mean_iou", "foreground_dice", "accuracy")
-
-
-class Tally:
-    """Scores of one mode: per image, and a pooled confusion matrix over all pixels."""
-
-    def __init__(self, n_classes: int) -> None:
-        self.rows: list[dict] = []
-        self.pooled = np.zeros((n_classes, n_classes), dtype=np.int64)
-
-    def add(self, name: str, labels: np.ndarray, mask: np.ndarray, n_classes: int, ignore: int) -> dict:
-        conf = confusion(labels, mask, n_classes, ignore)
-        self.pooled += conf
-        row = {"image": name, **scores(conf)}
-        self.rows.append(row)
-        return row
-
-    def summary(self) -> dict:
-        mean = {k: _nanmean([r[k] for r in self.rows]) for k in SUMMARY_KEYS}
-        return {"per_image_mean": mean, "pooled": scores(self.pooled), "per_image": self.rows}
-
-
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
 class Recorder:
-    """Writes each mode's probabilities and labels (``<folder>/``, ``<binarized>/``) and tallies its scores."""
+    """Writes each mode's outputs (``<folder>/``) and labels (``<binarized>/``) and scores them."""
 
     def __init__(self, cfg: Config, predictor: Predictor, paths: RunPaths) -> None:
         self.cfg, self.predictor, self.paths = cfg, predictor, paths
-        self.modes: dict[str, Tally] = {}
+        self.modes: dict[str, Scorer] = {}
 
     def emit(self, mode: str, folder: str, binarized: str | None, src: Path, probs: np.ndarray, mask: np.ndarray | None, ndim: int) -> None:
-        """Label ``probs`` with the threshold the IoU uses, write both, and score them against ``mask``."""
-        p = self.predictor
-        labels = p.labels(probs)
-        name = src.stem + ".tif"
+        """Decode ``probs`` with the threshold the IoU uses, write both, and score them against ``mask``."""
+        labels = self.predictor.labels(probs)
         reference = src if src.is_file() else None
-        write_tiff(self.paths.sub(folder) / name, probs.astype(np.float32, copy=False), ndim, reference=reference)
-        if binarized is not None:
-            if self.cfg.DATA.TEST.ARGMAX_TO_OUTPUT or p.n_classes == 2:
-                out = labels
-            else:  # one 0/1 channel per class
-                out = np.stack([labels == c for c in range(p.n_classes)], axis=-1).astype(np.uint8)
-            write_tiff(self.paths.sub(binarized) / name, out, ndim, reference=reference)
+        write_tiff(self.paths.sub(folder) / f"{src.stem}.tif", probs.astype(np.float32, copy=False), ndim, reference=reference)
+        if binarized is not None and labels is not None:
+            self._write_labels(self.paths.sub(binarized), src, labels, ndim, reference)
         if mask is not None:
-            self.tally(mode).add(src.name, labels, mask, p.n_classes, p.cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID)
+            self.scorer(mode).add(src.name, probs, labels, mask)
 
-    def tally(self, mode: str) -> Tally:
-        return self.modes.setdefault(mode, Tally(self.predictor.n_classes))
+    def _write_labels(self, folder: Path, src: Path, labels: np.ndarray, ndim: int, reference: Path | None) -> None:
+        model_cfg = self.predictor.cfg
+        n = model_cfg.MODEL.N_CLASSES
+        if not self.cfg.DATA.TEST.ARGMAX_TO_OUTPUT and (n > 2 or is_bitmask(model_cfg)):
+            # One 0/1 channel per class instead of a label (or bitmask) image.
+            channels = bits(labels, n) if is_bitmask(model_cfg) else np.stack([labels == c for c in range(n)], axis=-1).astype(np.uint8)
+            write_tiff(folder / f"{src.stem}.tif", channels, ndim, reference=reference)
+        elif ndim == 2 and src.suffix.lower() in (".png", ".jpg", ".jpeg") and labels.dtype == np.uint8:
+            write_palette_png(folder / f"{src.stem}.png", labels)  # as the inputs: a picture a person can look at
+        else:
+            write_tiff(folder / f"{src.stem}.tif", labels, ndim, reference=reference)
+
+    def scorer(self, mode: str) -> Scorer:
+        return self.modes.setdefault(mode, Scorer(self.predictor.cfg))
 
 
 def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
@@ -97,7 +77,7 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
     stack = cfg.TEST.ANALIZE_2D_IMGS_AS_3D_STACK and ndim == 2
     rec = Recorder(cfg, predictor, paths)
     pairs = list_pairs(t.PATH, t.GT_PATH if t.LOAD_GT else None, "test")
-    patches = Tally(predictor.n_classes)
+    patches = Scorer(predictor.cfg)
     stacked: list[tuple[np.ndarray, np.ndarray | None]] = []
 
     for src, mask_path in tqdm(pairs, desc="Test images", unit="img"):
@@ -125,7 +105,7 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
     result = {mode: m.summary() for mode, m in modes.items()}
     if "per patch" in result:
         result["per patch"]["pooled"] = None  # patches overlap at the borders; only their mean is meaningful
-    write_metrics_csv(result, predictor.n_classes, paths.sub("test_metrics.csv"))
+    write_metrics_csv(result, paths.sub("test_metrics.csv"))
     print_summary(result)
     return result
 
@@ -144,8 +124,9 @@ def _as_3d_stack(stacked: list[tuple[np.ndarray, np.ndarray | None]], first: Pat
         rec.emit("as 3D stack - post-processing", "as_3d_stack_post_processing", None, name, apply_median_filters(probs, filters), mask, 3)
 
 
-def write_metrics_csv(result: dict, n_classes: int, target: Path) -> None:
+def write_metrics_csv(result: dict, target: Path) -> None:
     """One row per (mode, image), then per mode the mean over images and the pooled (all pixels) row."""
+    n_classes = max((len(r["iou_per_class"]) for res in result.values() for r in res["per_image"]), default=0)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["mode", "image", *SUMMARY_KEYS, *[f"iou_class_{c}" for c in range(n_classes)]])
@@ -162,17 +143,20 @@ def write_metrics_csv(result: dict, n_classes: int, target: Path) -> None:
 
 def print_summary(result: dict) -> None:
     """The end-of-test table; the first column uses BiaPy's line names."""
+    regression = any(not math.isnan(res["per_image_mean"]["mse"]) for res in result.values())
+    extra = f" {'MSE':>9} {'MAE':>9}" if regression else ""
     print()
-    print(f"{'Test':<44} {'Foreground IoU':>14} {'(pooled)':>9} {'mean IoU':>9} {'Dice':>7} {'accuracy':>9}")
+    print(f"{'Test':<44} {'Foreground IoU':>14} {'(pooled)':>9} {'mean IoU':>9} {'Dice':>7} {'accuracy':>9}{extra}")
     for mode, res in result.items():
         m, p = res["per_image_mean"], res["pooled"]
         unit = "patch" if mode == "per patch" else "image"
         label = f"Test Foreground IoU ({mode})"
+        errors = f" {_fmt(m['mse']):>9} {_fmt(m['mae']):>9}" if regression else ""
         print(
             f"{label:<44} {_fmt(m['foreground_iou']):>14} {_fmt(p['foreground_iou']) if p else '-':>9} "
-            f"{_fmt(m['mean_iou']):>9} {_fmt(m['foreground_dice']):>7} {_fmt(m['accuracy']):>9}   (mean per {unit})"
+            f"{_fmt(m['mean_iou']):>9} {_fmt(m['foreground_dice']):>7} {_fmt(m['accuracy']):>9}{errors}   (mean per {unit})"
         )
     merged = result.get("merge patches")
-    if merged and merged["pooled"]:
+    if merged and merged["pooled"] and merged["pooled"]["iou_per_class"]:
         per_class = ", ".join(f"{c}: {_fmt(v)}" for c, v in enumerate(merged["pooled"]["iou_per_class"]))
         print(f"IoU per class (merge patches, pooled): {per_class}")

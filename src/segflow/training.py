@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from segflow.augment import build_augmentation, write_aug_samples
 from segflow.charts import plot_history
 from segflow.config import config_to_yaml
 from segflow.data import TrainData, load_train_data
+from segflow.encodings import class_counts, encode, encoding, is_bitmask
 from segflow.errors import SegflowError
-from segflow.inference import autocast_dtype, load_checkpoint
+from segflow.inference import activate, autocast_dtype, load_checkpoint
 from segflow.losses import SegmentationLoss
 from segflow.models import build_model, divisor
 from segflow.patches import PatchDataset, fit_to_patch, write_prob_maps
@@ -51,35 +53,53 @@ LOG_COLUMNS = ("epoch", "time", "lr", "loss", "IoU", "val_loss", "val_IoU")
 class SegModel(L.LightningModule):
     """The network, its loss and IoU metrics; the checkpoint carries the full config and normaliser."""
 
-    def __init__(self, config: dict, class_counts: list[int] | None = None, normalizer: dict | None = None) -> None:
+    def __init__(self, config: dict, class_counts: list[int] | None = None, normalizer: dict | None = None, n_valid: int | None = None) -> None:
         super().__init__()
         # Stored in every checkpoint: enough to rebuild the network and normalise new images.
         self.save_hyperparameters()
         self.cfg = Config.model_validate(config)
         self.net = build_model(self.cfg)
-        self.loss_fn = SegmentationLoss(self.cfg, None if class_counts is None else np.asarray(class_counts))
-        n = self.cfg.MODEL.N_CLASSES
-        ignore = self.cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
+        self.loss_fn = SegmentationLoss(self.cfg, None if class_counts is None else np.asarray(class_counts), n_valid)
+        self.train_iou, self.val_iou = self._iou_metric(), self._iou_metric()
+
+    def _iou_metric(self) -> torchmetrics.Metric | None:
+        """IoU as the encoding defines it: per class, per bit, or of the predicted foreground (distance)."""
+        cfg = self.cfg
+        n = cfg.MODEL.N_CLASSES
+        ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
+        if encoding(cfg) == "linear":
+            return None
+        if is_bitmask(cfg):
+            return torchmetrics.classification.MultilabelJaccardIndex(num_labels=n, average="macro", ignore_index=-1)
+        if encoding(cfg) == "distance":
+            return torchmetrics.JaccardIndex(task="binary", ignore_index=-1)
         kwargs: dict[str, Any] = {"ignore_index": ignore} if ignore >= 0 else {}
         if n == 2:
-            make = lambda: torchmetrics.JaccardIndex(task="binary", **kwargs)  # noqa: E731
-        else:
-            make = lambda: torchmetrics.JaccardIndex(task="multiclass", num_classes=n, average="macro", **kwargs)  # noqa: E731
-        self.train_iou, self.val_iou = make(), make()
+            return torchmetrics.JaccardIndex(task="binary", **kwargs)
+        return torchmetrics.JaccardIndex(task="multiclass", num_classes=n, average="macro", **kwargs)
+
+    def _metric_inputs(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if is_bitmask(self.cfg):
+            return (logits > 0).long(), torch.nan_to_num(y, nan=-1).long()
+        if encoding(self.cfg) == "distance":
+            pred = activate(logits, self.cfg)[:, 0] > 0.5
+            return pred.long(), torch.where(torch.isnan(y[:, 0]), -1, (y[:, 0] > 0.5).long())
+        pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+        return pred, y[:, 0].long()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch ``(B, C, ...)``."""
+        """Raw network outputs for a batch ``(B, C, ...)``."""
         return self.net(x)
 
-    def _step(self, batch: dict, metric: torchmetrics.Metric, prefix: str) -> torch.Tensor:
+    def _step(self, batch: dict, metric: torchmetrics.Metric | None, prefix: str) -> torch.Tensor:
         x, y = batch["image"], batch["label"]
         logits = self(x)
         loss = self.loss_fn(logits, y)
-        with torch.no_grad():
-            pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-            metric.update(pred, y[:, 0])
         self.log(f"{prefix}loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
-        self.log(f"{prefix}IoU", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        if metric is not None:
+            with torch.no_grad():
+                metric.update(*self._metric_inputs(logits.float(), y))
+            self.log(f"{prefix}IoU", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -225,8 +245,10 @@ def make_datasets(cfg: Config, data: TrainData) -> tuple[PatchDataset, PatchData
     """Training patches (grid or random, augmented) and the fixed validation grid."""
     d = cfg.DATA
     patch = cfg.spatial_patch
-    train = [fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in data.train]
-    val = [fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in data.val]
+    train, val = (
+        [replace(s, target=encode(s.mask, cfg)) for s in (fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in part)]
+        for part in (data.train, data.val)
+    )
     transform = build_augmentation(cfg.AUGMENTOR, cfg.ndim)
     if transform is not None:
         transform.set_random_state(seed=cfg.SYSTEM.SEED)
@@ -238,6 +260,8 @@ def make_datasets(cfg: Config, data: TrainData) -> tuple[PatchDataset, PatchData
         transform=transform,
         replicate=d.TRAIN.REPLICATE,
         prob_weights=(d.W_FOREGROUND, d.W_BACKGROUND) if d.PROBABILITY_MAP else None,
+        class_balanced=d.CLASS_BALANCED_SAMPLING,
+        ignore_id=cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID,
     )
     train_ds.set_random_state(seed=cfg.SYSTEM.SEED)
     val_ds = PatchDataset(val, patch, mode="grid", overlap=d.VAL.OVERLAP) if val else None
@@ -285,7 +309,8 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
     if cfg.TRAIN.PATIENCE > 0:
         callbacks.append(EarlyStopping(monitor=monitor, patience=cfg.TRAIN.PATIENCE, mode="min"))
 
-    model = SegModel(cfg.model_dump(mode="json"), data.class_counts.tolist(), data.normalizer.state())
+    counts, n_valid = class_counts([s.target for s in train_ds.samples], cfg)
+    model = SegModel(cfg.model_dump(mode="json"), counts.tolist(), data.normalizer.state(), n_valid)
     if cfg.MODEL.LOAD_CHECKPOINT:
         start = choose_checkpoint(cfg, paths)
         try:

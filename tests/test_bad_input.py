@@ -1,0 +1,665 @@
+"""The bad-input catalogue: every way a user can get the input wrong, each through the real CLI.
+
+One row per case: (case id, how to build the bad input, what the one error line must contain, what the
+user should do). Every case must give exit status 2, exactly one ``segflow: error:`` line on stderr
+naming the file or key, no traceback, and must leave every file that existed before byte-identical
+(a previous run's checkpoints and config copy, the data, an existing output). docs/troubleshooting.md
+lists every case with its message; ``test_every_case_is_documented`` keeps the two together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import segflow.atomic
+from conftest import tiny_config, write_yaml
+from segflow.cli import main
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
+RANDOM_BYTES = np.random.default_rng(0).bytes(3000)
+
+
+# --------------------------------------------------------------------------------------------- building bad input
+class Ctx:
+    """One case's private folder: a copy of a previous run's results, configs and (copied) data."""
+
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch | None, data2d: Path, data3d: Path, prior: Path) -> None:
+        self.tmp, self.mp, self.data2d, self.data3d = tmp, monkeypatch, data2d, data3d
+        self.results = tmp / "results"
+        shutil.copytree(prior, self.results)  # job "job", run 1: checkpoints, config_files/prior.yaml, logs
+        self.checkpoint = self.results / "job" / "checkpoints" / "job_1-checkpoint-best.pth"
+        self.vars: dict[str, str] = {"tmp": str(tmp), "results": str(self.results), "checkpoint": str(self.checkpoint)}
+        self.cleanup: list[Callable[[], None]] = []
+
+    def own_data(self, ndim: int = 2) -> Path:
+        """A private copy of the session dataset, safe to damage."""
+        data = Path(shutil.copytree(self.data2d if ndim == 2 else self.data3d, self.tmp / "data"))
+        self.vars["data"] = str(data)
+        return data
+
+    def config(self, data: Path | None = None, ndim: str = "2D", name: str = "c.yaml", **sections: dict) -> Path:
+        path = write_yaml(self.tmp / name, tiny_config(data or (self.data2d if ndim == "2D" else self.data3d), ndim, **sections))
+        self.vars["config"] = str(path)
+        return path
+
+    def text_config(self, text: str | bytes) -> Path:
+        path = self.tmp / "c.yaml"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        self.vars["config"] = str(path)
+        return path
+
+    def run(self, config: Path, *extra: str, run_id: str = "2") -> list[str]:
+        return ["run", "--config", str(config), "--result_dir", str(self.results), "--name", "job", "--run_id", run_id, *extra]
+
+    def check(self, config: Path, *extra: str) -> list[str]:
+        return ["check", "--config", str(config), *extra]
+
+    def patch(self, target: object, name: str, value: object) -> None:
+        assert self.mp is not None, "a subprocess case cannot monkeypatch"
+        self.mp.setattr(target, name, value)
+
+
+def _damage(c: Ctx, ndim: int, change: Callable[[Path], None], **sections: dict) -> list[str]:
+    """Copy the data, damage it with ``change(data)``, and run on it."""
+    data = c.own_data(ndim)
+    change(data)
+    return c.run(c.config(data, "2D" if ndim == 2 else "3D", **sections))
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+
+
+def _to_png(data: Path, name: str) -> Path:
+    import imageio.v3 as iio
+
+    tif = data / name
+    png = tif.with_suffix(".png")
+    iio.imwrite(png, tifffile.imread(tif))
+    tif.unlink()
+    return png
+
+
+def _rewrite(path: Path, fn: Callable[[np.ndarray], np.ndarray], **kwargs: object) -> None:
+    tifffile.imwrite(path, fn(tifffile.imread(path)), **kwargs)
+
+
+def _set_pixel(value: float, dtype: type) -> Callable[[np.ndarray], np.ndarray]:
+    def fn(a: np.ndarray) -> np.ndarray:
+        a = a.astype(dtype)
+        a[3, 5] = value
+        return a
+
+    return fn
+
+
+def _rgb_images(data: Path) -> None:
+    for p in (data / "train/x").iterdir():
+        _rewrite(p, lambda a: np.stack([a] * 3, -1), photometric="rgb")
+
+
+def _rename_all(folder: Path, suffix: str) -> None:
+    for p in folder.iterdir():
+        p.rename(p.with_suffix(suffix))
+
+
+def _read_only_result_dir(c: Ctx) -> list[str]:
+    job = c.results / "job"
+    job.chmod(0o500)
+    c.cleanup.append(lambda: job.chmod(0o755))
+    if os.geteuid() == 0:  # root may write anywhere: let os.access answer as it does for a normal user
+        real = os.access
+        c.patch(os, "access", lambda p, mode, *a, **k: False if mode & os.W_OK and Path(p) == job else real(p, mode, *a, **k))
+    return c.run(c.config())
+
+
+def _failing_writes(code: int) -> Callable[[Ctx], list[str]]:
+    """Every atomic write of segflow (config copy, logs, outputs) fails with ``code`` (full or read-only disk)."""
+
+    def build(c: Ctx) -> list[str]:
+        @contextlib.contextmanager
+        def refuse(target: str | os.PathLike, suffix: str | None = None):
+            raise OSError(code, os.strerror(code), str(target))
+            yield  # pragma: no cover
+
+        c.patch(segflow.atomic, "atomic_path", refuse)
+        return c.run(c.config())
+
+    return build
+
+
+def _disk_full_at_checkpoint(c: Ctx) -> list[str]:
+    """The disk fills while the first checkpoint of a rerun with --overwrite is written."""
+    import lightning
+
+    def save(self, filepath, weights_only=False, storage_options=None):  # noqa: ANN001
+        Path(filepath).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filepath))
+
+    c.patch(lightning.Trainer, "save_checkpoint", save)
+    return c.run(c.config(TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}), "--overwrite", run_id="1")
+
+
+def _out_of_memory(gpu: bool) -> Callable[[Ctx], list[str]]:
+    """Training runs out of GPU memory (torch.OutOfMemoryError) or out of RAM (MemoryError)."""
+
+    def build(c: Ctx) -> list[str]:
+        import torch
+
+        import segflow.training
+
+        def boom(*args: object, **kwargs: object) -> None:
+            if gpu:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB. GPU 0 has a total capacity of 15.77 GiB")
+            raise MemoryError("Unable to allocate 31.3 GiB for an array with shape (4, 2048, 2048, 512) and data type float32")
+
+        c.patch(segflow.training, "train", boom)
+        return c.run(c.config())
+
+    return build
+
+
+def _out_of_memory_predict(c: Ctx) -> list[str]:
+    import torch
+
+    import segflow.inference
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB. GPU 0 has a total capacity of 15.77 GiB")
+
+    c.patch(segflow.inference.Predictor, "predict", boom)
+    return ["predict", str(c.checkpoint), str(c.data2d / "test/x/img_000.tif"), str(c.tmp / "out.tif")]
+
+
+def _predict_keeps_output(c: Ctx) -> list[str]:
+    out = c.tmp / "out.tif"
+    tifffile.imwrite(out, np.ones((64, 64), np.uint8))  # a prediction from yesterday
+    bad = c.tmp / "new.tif"
+    bad.write_bytes((c.data2d / "test/x/img_000.tif").read_bytes()[:100])
+    return ["predict", str(c.checkpoint), str(bad), str(out)]
+
+
+def _foreign_checkpoint(c: Ctx) -> list[str]:
+    import torch
+
+    torch.save({"weights": torch.zeros(3)}, c.tmp / "other.pth")
+    return ["predict", str(c.tmp / "other.pth"), str(c.data2d / "test/x/img_000.tif"), str(c.tmp / "out.tif")]
+
+
+def _truncated_checkpoint(c: Ctx) -> list[str]:
+    (c.tmp / "cut.pth").write_bytes(c.checkpoint.read_bytes()[:5000])
+    return ["predict", str(c.tmp / "cut.pth"), str(c.data2d / "test/x/img_000.tif"), str(c.tmp / "out.tif")]
+
+
+def _text_checkpoint(c: Ctx) -> list[str]:
+    (c.tmp / "notes.pth").write_text("these are my notes, not a checkpoint\n")
+    return c.run(c.config(TRAIN={"ENABLE": False}, PATHS={"CHECKPOINT_FILE": str(c.tmp / "notes.pth")}))
+
+
+def _checkpoint_for(**model: object) -> Callable[[Ctx], list[str]]:
+    """Start training from the previous run's checkpoint with other MODEL settings."""
+
+    def build(c: Ctx) -> list[str]:
+        return c.run(c.config(MODEL={**model, "LOAD_CHECKPOINT": True}, PATHS={"CHECKPOINT_FILE": str(c.checkpoint)}))
+
+    return build
+
+
+def _test_only_with(**model: object) -> Callable[[Ctx], list[str]]:
+    def build(c: Ctx) -> list[str]:
+        return c.run(c.config(MODEL=model, TRAIN={"ENABLE": False}, PATHS={"CHECKPOINT_FILE": str(c.checkpoint)}))
+
+    return build
+
+
+def _unsupported_extension(c: Ctx) -> list[str]:
+    (c.tmp / "scan.bmp").write_bytes(b"BM" + bytes(100))
+    return ["predict", str(c.checkpoint), str(c.tmp / "scan.bmp"), str(c.tmp / "out.tif")]
+
+
+def _config_copy_of_previous_run(c: Ctx) -> list[str]:
+    # Same config file name as the previous run (config_files/prior.yaml), bad data: the error must come
+    # before that run's config copy is replaced.
+    data = c.own_data()
+    tifffile.imwrite(data / "train/y/img_001.tif", np.zeros((60, 64), np.uint8))
+    return c.run(c.config(data, name="prior.yaml"))
+
+
+def _gpu_not_present(c: Ctx) -> list[str]:
+    if c.mp is not None:  # in-process: pretend this machine has no GPU
+        import torch
+
+        c.patch(torch.cuda, "is_available", lambda: False)
+        c.patch(torch.cuda, "device_count", lambda: 0)
+    return c.run(c.config(), "--gpu", "3")
+
+
+# --------------------------------------------------------------------------------------------- the catalogue
+@dataclass(frozen=True)
+class Case:
+    id: str
+    build: Callable[[Ctx], list[str]]
+    message: tuple[str, ...]  # substrings of the error line; {config}, {data}, {results}, {tmp}, {checkpoint} filled in
+    todo: str  # what the user should do (docs/troubleshooting.md says the same)
+    via: str = "inproc"  # or "subprocess": a real `python -m segflow.cli`
+    xfail: str | None = None  # a known bug outside this test's files
+    trains: bool = False  # the case is expected to start training (a checkpoint write fails)
+    may_change: str = ""  # a folder (relative to the case's folder) the command was asked to replace (--overwrite)
+
+
+T = "train/x/img_001.tif"
+M = "train/y/img_001.tif"
+CASES = [
+    # ----- the config file
+    Case("config_file_missing", lambda c: c.check(c.tmp / "nope.yaml"), ("{tmp}/nope.yaml", "not found", "--config"), "check the path given to --config"),
+    Case(
+        "yaml_syntax_error",
+        lambda c: c.check(c.text_config("TRAIN:\n  EPOCHS: 5\n  LR: [0.1, 0.2\nTEST:\n  ENABLE: true\n")),
+        ("{config}", "line 4", "YAML syntax error"),
+        "fix the YAML at (or just before) the line given",
+        via="subprocess",
+    ),
+    Case(
+        "yaml_key_given_twice",
+        lambda c: c.run(c.text_config("TRAIN:\n  EPOCHS: 5\n  EPOCHS: 6\n")),
+        ("{config}", "line 3", "EPOCHS is given twice"),
+        "keep one of the two",
+    ),
+    Case("config_not_a_mapping", lambda c: c.run(c.text_config("- TRAIN\n- TEST\n")), ("{config}", "expected sections such as DATA:"), "write sections (DATA:, TRAIN:, ...) with keys under them"),
+    Case("config_not_text", lambda c: c.run(c.text_config(RANDOM_BYTES)), ("{config}", "cannot be read"), "give the YAML file, not another file"),
+    Case("unknown_key", lambda c: c.run(c.config(TRAIN={"EPOCS": 3})), ("{config}", "unknown config key TRAIN.EPOCS", "did you mean TRAIN.EPOCHS?"), "fix the spelling as suggested"),
+    Case("unknown_section", lambda c: c.run(c.config(TRIAN={"EPOCHS": 3})), ("{config}", "unknown config key TRIAN.EPOCHS", "did you mean TRAIN.EPOCHS?"), "fix the section name"),
+    Case("section_given_a_value", lambda c: c.run(c.text_config("TRAIN: 5\n")), ("{config}", "TRAIN is a section, not a key"), "put the keys under the section"),
+    Case(
+        "biapy_key_not_implemented",
+        lambda c: c.run(c.config(DATA={"PREPROCESS": {"CLAHE": {"ENABLE": True}}})),
+        ("{config}", "DATA.PREPROCESS.CLAHE.ENABLE", "BiaPy key that segflow does not implement", "set it to false"),
+        "remove the key or switch it off",
+    ),
+    Case("wrong_type_text_for_number", lambda c: c.run(c.config(TRAIN={"EPOCHS": "ten"})), ("{config}", "TRAIN.EPOCHS", "valid integer", "'ten'"), "write a number"),
+    Case("wrong_type_bool_for_number", lambda c: c.run(c.config(TRAIN={"EPOCHS": True})), ("{config}", "TRAIN.EPOCHS", "not true/false", "the default is 360"), "write a number"),
+    Case("wrong_type_list_for_number", lambda c: c.run(c.config(TRAIN={"LR": [0.1, 0.2]})), ("{config}", "TRAIN.LR", "valid number", "[0.1, 0.2]"), "write one number"),
+    Case("wrong_type_patch_size_text", lambda c: c.run(c.config(DATA={"PATCH_SIZE": "big"})), ("{config}", "DATA.PATCH_SIZE", "valid tuple", "'big'"), "write the patch as (y, x, c) or (z, y, x, c)"),
+    Case("unknown_choice", lambda c: c.run(c.config(MODEL={"ARCHITECTURE": "unet3"})), ("{config}", "MODEL.ARCHITECTURE", "'unet', 'resunet' or 'attention_unet'"), "use one of the values listed"),
+    Case("zero_epochs", lambda c: c.run(c.config(TRAIN={"EPOCHS": 0})), ("{config}", "TRAIN.EPOCHS", "greater than 0", "(got 0)"), "set TRAIN.EPOCHS to a positive number"),
+    Case("negative_epochs", lambda c: c.run(c.config(TRAIN={"EPOCHS": -3})), ("{config}", "TRAIN.EPOCHS", "greater than 0", "(got -3)"), "set TRAIN.EPOCHS to a positive number"),
+    Case("zero_learning_rate", lambda c: c.run(c.config(TRAIN={"LR": 0})), ("{config}", "TRAIN.LR", "greater than 0", "(got 0)"), "set TRAIN.LR to a positive number, e.g. 0.001"),
+    Case("negative_learning_rate", lambda c: c.run(c.config(TRAIN={"LR": -0.01})), ("{config}", "TRAIN.LR", "greater than 0", "(got -0.01)"), "set TRAIN.LR to a positive number"),
+    Case("zero_batch_size", lambda c: c.run(c.config(TRAIN={"BATCH_SIZE": 0})), ("{config}", "TRAIN.BATCH_SIZE", "greater than 0"), "set TRAIN.BATCH_SIZE to 1 or more"),
+    Case("negative_batch_size", lambda c: c.run(c.config(TRAIN={"BATCH_SIZE": -4})), ("{config}", "TRAIN.BATCH_SIZE", "greater than 0", "(got -4)"), "set TRAIN.BATCH_SIZE to 1 or more"),
+    Case("zero_patch_size", lambda c: c.run(c.config(DATA={"PATCH_SIZE": "(0, 32, 1)"})), ("{config}", "PATCH_SIZE (0, 32, 1)", "every size must be positive"), "give positive sizes"),
+    Case("negative_patch_size", lambda c: c.run(c.config(DATA={"PATCH_SIZE": "(-32, 32, 1)"})), ("{config}", "PATCH_SIZE (-32, 32, 1)", "every size must be positive"), "give positive sizes"),
+    Case("patch_size_wrong_length", lambda c: c.run(c.config(DATA={"PATCH_SIZE": "(16, 32, 32, 1)"})), ("{config}", "DATA.PATCH_SIZE", "PROBLEM.NDIM 2D needs 3"), "give (y, x, c) in 2D, (z, y, x, c) in 3D"),
+    Case(
+        "patch_not_a_multiple_of_the_levels",
+        lambda c: c.run(c.config(DATA={"PATCH_SIZE": "(30, 30, 1)"})),
+        ("DATA.PATCH_SIZE (30, 30, 1)", "multiple of (4, 4)", "use e.g. (32, 32, 1)"),
+        "use the size suggested or fewer MODEL.FEATURE_MAPS levels",
+    ),
+    Case(
+        "patch_larger_than_image",
+        lambda c: c.run(c.config(DATA={"PATCH_SIZE": "(128, 128, 1)"})),
+        ("img_000.tif", "smaller than DATA.PATCH_SIZE (128, 128)", "REFLECT_TO_COMPLETE_SHAPE"),
+        "use a smaller DATA.PATCH_SIZE or DATA.REFLECT_TO_COMPLETE_SHAPE: true",
+    ),
+    Case(
+        "patch_deeper_than_stack",
+        lambda c: c.run(c.config(ndim="3D", DATA={"PATCH_SIZE": "(32, 32, 32, 1)"})),
+        ("img_000.tif", "DATA.PATCH_SIZE", "z: 16 < 32", "REFLECT_TO_COMPLETE_SHAPE"),
+        "use a smaller DATA.PATCH_SIZE or DATA.REFLECT_TO_COMPLETE_SHAPE: true",
+    ),
+    Case("override_without_equals", lambda c: c.run(c.config(), "-D", "TRAIN.EPOCHS"), ("-D TRAIN.EPOCHS", "expected KEY=VALUE"), "write -D KEY=VALUE"),
+    Case("override_unknown_key", lambda c: c.run(c.config(), "-D", "TRAIN.EPOCS=3"), ("-D: unknown config key TRAIN.EPOCS", "did you mean TRAIN.EPOCHS?"), "fix the key"),
+    Case("override_wrong_type", lambda c: c.run(c.config(), "-D", "TRAIN.LR=fast"), ("TRAIN.LR", "valid number", "'fast'"), "give a number"),
+    Case(
+        "nothing_to_do",
+        lambda c: c.run(c.config(TRAIN={"ENABLE": False}, TEST={"ENABLE": False})),
+        ("{config}", "TRAIN.ENABLE and TEST.ENABLE are both false"),
+        "switch on TRAIN.ENABLE or TEST.ENABLE",
+    ),
+    Case("missing_command_line_option", lambda c: ["run", "--config", "c.yaml"], ("--result_dir", "--name", "segflow run --help"), "give the options listed"),
+    # ----- data folders and pairing
+    Case(
+        "image_folder_missing",
+        lambda c: c.run(c.config(DATA={"TRAIN": {"PATH": str(c.tmp / "no/such/x")}})),
+        ("DATA.TRAIN.PATH", "{tmp}/no/such/x", "does not exist", "check the path in the config"),
+        "fix DATA.TRAIN.PATH",
+    ),
+    Case("mask_folder_missing", lambda c: _damage(c, 2, lambda d: shutil.rmtree(d / "train/y")), ("DATA.TRAIN.GT_PATH", "{data}/train/y", "does not exist"), "fix DATA.TRAIN.GT_PATH"),
+    Case(
+        "test_folder_missing",
+        lambda c: c.run(c.config(TRAIN={"ENABLE": False}, DATA={"TEST": {"PATH": str(c.tmp / "no/test")}}, PATHS={"CHECKPOINT_FILE": str(c.checkpoint)})),
+        ("DATA.TEST.PATH", "{tmp}/no/test", "does not exist"),
+        "fix DATA.TEST.PATH",
+    ),
+    Case(
+        "test_folder_missing_found_before_training",
+        lambda c: c.run(c.config(DATA={"TEST": {"PATH": str(c.tmp / "no/test")}})),
+        ("DATA.TEST.PATH", "{tmp}/no/test", "does not exist"),
+        "fix DATA.TEST.PATH",
+        xfail="workflow.run checks the test folder only after training (hours may be lost); check it before train()",
+    ),
+    Case(
+        "image_folder_empty",
+        lambda c: _damage(c, 2, lambda d: [p.unlink() for p in (d / "train/x").iterdir()]),
+        ("DATA.TRAIN.PATH", "{data}/train/x", "holds no images (it is empty)"),
+        "put the images there or fix the path",
+    ),
+    Case(
+        "only_unsupported_files",
+        lambda c: _damage(c, 2, lambda d: _rename_all(d / "train/x", ".bmp")),
+        ("DATA.TRAIN.PATH", "{data}/train/x", "found only: .bmp", ".tif, .tiff, .png, .jpg, .jpeg, .npy"),
+        "convert the images to TIFF or PNG",
+    ),
+    Case(
+        "more_images_than_masks",
+        lambda c: _damage(c, 2, lambda d: (d / "train/y/img_002.tif").unlink()),
+        ("4 images in {data}/train/x", "3 masks in {data}/train/y", "without a partner, by name: img_002", "every image needs one mask"),
+        "add the missing mask or remove the image",
+    ),
+    Case(
+        "more_masks_than_images",
+        lambda c: _damage(c, 2, lambda d: shutil.copy(d / M, d / "train/y/img_009.tif")),
+        ("4 images in {data}/train/x", "5 masks in {data}/train/y", "img_009"),
+        "remove the extra mask or add its image",
+    ),
+    Case(
+        "names_do_not_pair",
+        lambda c: _damage(c, 2, lambda d: (d / "train/y/img_003.tif").rename(d / "train/y/img_007.tif")),
+        ("image img_003.tif is paired with mask img_007.tif", "rename the files"),
+        "rename the files so images and masks sort in the same order",
+    ),
+    Case(
+        "image_mask_shape_mismatch",
+        lambda c: _damage(c, 2, lambda d: tifffile.imwrite(d / M, np.zeros((60, 64), np.uint8))),
+        ("image img_001.tif has shape (64, 64)", "mask img_001.tif has (60, 64)", "same size"),
+        "give the mask the image's size",
+    ),
+    # ----- image contents
+    Case("2d_images_with_ndim_3d", lambda c: c.run(c.config(c.data2d, "3D")), ("img_000.tif", "a 2D image, but PROBLEM.NDIM is 3D", "set PROBLEM.NDIM: 2D"), "set PROBLEM.NDIM: 2D or give 3D stacks"),
+    Case(
+        "3d_stack_with_ndim_2d",
+        lambda c: _damage(c, 2, lambda d: tifffile.imwrite(d / T, np.zeros((5, 64, 64), np.uint8), metadata={"axes": "ZYX"})),
+        ("{data}/" + T, "a 3D stack, but PROBLEM.NDIM is 2D", "set PROBLEM.NDIM: 3D"),
+        "set PROBLEM.NDIM: 3D or give 2D images",
+    ),
+    Case(
+        "channels_do_not_match_patch_size",
+        lambda c: _damage(c, 2, _rgb_images),
+        ("img_000.tif", "3 channel(s)", "DATA.PATCH_SIZE (32, 32, 1) ends in 1", "set the last value of DATA.PATCH_SIZE to 3"),
+        "make the last value of DATA.PATCH_SIZE the images' channel count",
+    ),
+    Case(
+        "mask_values_outside_classes",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / M, _set_pixel(2, np.uint8))),
+        ("{data}/" + M, "mask values 2", "MODEL.N_CLASSES=2", "raise MODEL.N_CLASSES"),
+        "fix the mask or raise MODEL.N_CLASSES",
+    ),
+    Case(
+        "mask_0_255",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / M, lambda a: a * 255)),
+        ("{data}/" + M, "mask values 255", "divide it by 255"),
+        "divide the masks by 255",
+    ),
+    Case(
+        "float_mask",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / M, _set_pixel(0.5, np.float32))),
+        ("{data}/" + M, "non-integer values (float32)", "integer class ids"),
+        "save the masks as integer images",
+    ),
+    Case(
+        "mask_with_colours",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / M, lambda a: np.stack([a, 1 - a, a], -1), photometric="rgb")),
+        ("{data}/" + M, "mask has 3 channels", "one class id per pixel"),
+        "save the masks as one-channel class-id images",
+    ),
+    Case(
+        "nan_image",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / T, _set_pixel(np.nan, np.float32))),
+        ("{data}/" + T, "NaN or infinite values"),
+        "fix or remove the image",
+    ),
+    Case(
+        "corrupt_tiff",
+        lambda c: _damage(c, 2, lambda d: (d / T).write_bytes(RANDOM_BYTES)),
+        ("{data}/" + T, "cannot be read as an image", "corrupt or truncated"),
+        "replace the file",
+    ),
+    Case(
+        "truncated_tiff",
+        lambda c: _damage(c, 2, lambda d: _truncate(d / T)),
+        ("{data}/" + T, "cannot be read as an image", "corrupt or truncated"),
+        "copy the file again",
+    ),
+    Case(
+        "truncated_png",
+        lambda c: _damage(c, 2, lambda d: _truncate(_to_png(d, T))),
+        ("{data}/train/x/img_001.png", "cannot be read as an image", "corrupt or truncated"),
+        "copy the file again",
+    ),
+    Case(
+        "zero_byte_file",
+        lambda c: _damage(c, 2, lambda d: (d / M).write_bytes(b"")),
+        ("{data}/" + M, "the file is empty (0 bytes)", "replace it"),
+        "replace the file",
+        via="subprocess",
+    ),
+    Case("unsupported_extension", _unsupported_extension, ("{tmp}/scan.bmp", "unsupported file type '.bmp'", ".tif, .tiff, .png"), "convert the image to TIFF or PNG"),
+    Case(
+        "predict_image_missing",
+        lambda c: ["predict", str(c.checkpoint), str(c.tmp / "missing.tif"), str(c.tmp / "out.tif")],
+        ("{tmp}/missing.tif", "no such image file"),
+        "check the image path",
+    ),
+    # ----- checkpoints
+    Case(
+        "checkpoint_missing",
+        lambda c: c.run(c.config(TRAIN={"ENABLE": False}), run_id="7"),
+        ("{results}/job/checkpoints/job_7-checkpoint-best.pth", "not found", "PATHS.CHECKPOINT_FILE"),
+        "train first, or give PATHS.CHECKPOINT_FILE",
+    ),
+    Case("checkpoint_not_a_checkpoint", _text_checkpoint, ("{tmp}/notes.pth", "cannot be read", "not a checkpoint"), "give a checkpoint segflow wrote"),
+    Case("checkpoint_truncated", _truncated_checkpoint, ("{tmp}/cut.pth", "truncated, corrupt or not a checkpoint"), "copy the checkpoint again"),
+    Case("checkpoint_of_another_program", _foreign_checkpoint, ("{tmp}/other.pth", "not a segflow checkpoint"), "give a checkpoint segflow wrote"),
+    Case(
+        "checkpoint_other_architecture",
+        _checkpoint_for(ARCHITECTURE="resunet"),
+        ("checkpoint {checkpoint}", "do not fit MODEL.* of this config"),
+        "set MODEL.* as when the checkpoint was trained, or MODEL.LOAD_CHECKPOINT: false",
+    ),
+    Case(
+        "checkpoint_other_n_classes",
+        _checkpoint_for(N_CLASSES=3),
+        ("checkpoint {checkpoint}", "do not fit MODEL.* of this config"),
+        "set MODEL.N_CLASSES as when the checkpoint was trained",
+    ),
+    Case(
+        "checkpoint_other_n_classes_test_only",
+        _test_only_with(N_CLASSES=3),
+        ("{checkpoint}", "MODEL.N_CLASSES"),
+        "set MODEL.N_CLASSES as when the checkpoint was trained",
+        xfail="a test-only run silently uses the checkpoint's own MODEL.* (2 classes) when the config says 3; "
+        "workflow.run/testphase should compare the checkpoint's MODEL.N_CLASSES and ARCHITECTURE with the config's",
+    ),
+    # ----- the result folder and earlier results
+    Case(
+        "existing_checkpoints_without_overwrite",
+        lambda c: c.run(c.config(), run_id="1"),
+        ("run job_1 already has checkpoints in {results}/job/checkpoints", "--overwrite"),
+        "use another --run_id, or --overwrite",
+    ),
+    Case(
+        "bad_data_keeps_previous_config_copy",
+        _config_copy_of_previous_run,
+        ("image img_001.tif has shape (64, 64)", "mask img_001.tif has (60, 64)"),
+        "fix the data; the previous run's config copy must survive",
+        xfail="workflow.run writes config_files/<config> (write_config_copy) before the training data is read, so a data "
+        "error replaces the previous run's config copy; load the data first (train(..., data=load_train_data(cfg)))",
+    ),
+    Case("predict_corrupt_image_keeps_output", _predict_keeps_output, ("{tmp}/new.tif", "corrupt or truncated"), "replace the image; the old output is kept"),
+    Case("name_with_slash", lambda c: c.run(c.config(), "--name", "a/b"), ("--name a/b", "must not contain '/'"), "use a plain name"),
+    Case(
+        "result_dir_read_only",
+        _read_only_result_dir,
+        ("--result_dir {results}", "{results}/job is not writable", "choose a folder you can write to"),
+        "choose another --result_dir",
+    ),
+    Case(
+        "read_only_file_system",
+        _failing_writes(errno.EROFS),
+        ("{results}/job/config_files/c.yaml", "read-only", "choose --result_dir on a writable disk"),
+        "choose --result_dir on a writable disk",
+    ),
+    Case(
+        "disk_full",
+        _failing_writes(errno.ENOSPC),
+        ("{results}/job/config_files/c.yaml", "no space left", "free some space, or choose --result_dir on another disk"),
+        "free space or choose another --result_dir",
+    ),
+    Case(
+        "disk_full_during_checkpoint",
+        _disk_full_at_checkpoint,
+        ("{results}/job/checkpoints/job_1-checkpoint-", "no space left", "--result_dir"),
+        "free space; the previous checkpoints are kept",
+        trains=True,
+        may_change="results/job/results/job_1",  # --overwrite replaces run 1's logs; its checkpoints must survive
+    ),
+    # ----- devices and memory
+    Case("gpu_not_present", _gpu_not_present, ("--gpu 3", "no CUDA GPU", "--gpu cpu"), "choose an existing GPU or --gpu cpu", via="subprocess"),
+    Case("gpu_not_a_number", lambda c: c.run(c.config(), "--gpu", "first"), ("--gpu first", "expected GPU numbers"), "give GPU numbers or cpu"),
+    Case(
+        "out_of_gpu_memory",
+        _out_of_memory(gpu=True),
+        ("{config}", "out of GPU memory", "Tried to allocate 8.00 GiB", "smaller TRAIN.BATCH_SIZE or DATA.PATCH_SIZE"),
+        "lower TRAIN.BATCH_SIZE or DATA.PATCH_SIZE",
+    ),
+    Case(
+        "out_of_ram",
+        _out_of_memory(gpu=False),
+        ("{config}", "out of memory (RAM)", "smaller TRAIN.BATCH_SIZE or DATA.PATCH_SIZE"),
+        "lower TRAIN.BATCH_SIZE or DATA.PATCH_SIZE",
+    ),
+    Case("out_of_memory_predicting", _out_of_memory_predict, ("{checkpoint}", "out of GPU memory", "--batch-size 1", "--gpu cpu"), "use a smaller --batch-size"),
+]
+IDS = [case.id for case in CASES]
+assert len(set(IDS)) == len(IDS) >= 30
+
+
+# --------------------------------------------------------------------------------------------- running a case
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory: pytest.TempPathFactory, data2d: Path) -> Path:
+    """A previous, successful run (job, run 1): its files must survive every later error."""
+    root = tmp_path_factory.mktemp("prior")
+    config = write_yaml(root / "prior.yaml", tiny_config(data2d, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}))
+    assert main(["run", "--config", str(config), "--result_dir", str(root / "results"), "--name", "job"]) == 0
+    assert (root / "results/job/checkpoints/job_1-checkpoint-best.pth").is_file()
+    return root / "results"
+
+
+def _snapshot(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _segflow_process(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "segflow.cli", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory, data2d: Path, data3d: Path, prior: Path) -> dict:
+    """The subprocess cases, all started at once (each process spends seconds importing torch)."""
+    out = {}
+    for case in CASES:
+        if case.via == "subprocess":
+            tmp = tmp_path_factory.mktemp(case.id)
+            ctx = Ctx(tmp, None, data2d, data3d, prior)
+            args = case.build(ctx)
+            out[case.id] = (ctx, _snapshot(tmp), _segflow_process(args, tmp))
+    yield out
+    for _, _, proc in out.values():
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _params() -> list:
+    return [pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []) for case in CASES]
+
+
+@pytest.mark.parametrize("case", _params())
+def test_bad_input(case: Case, request, monkeypatch, capsys, tmp_path: Path, data2d: Path, data3d: Path, prior: Path) -> None:
+    if case.via == "subprocess":
+        if case.id == "gpu_not_present":
+            import torch
+
+            if torch.cuda.device_count() > 3:
+                pytest.skip("this machine has a GPU 3")
+        ctx, before, proc = request.getfixturevalue("launched")[case.id]
+        out, err = proc.communicate(timeout=300)
+        code = proc.returncode
+    else:
+        ctx = Ctx(tmp_path, monkeypatch, data2d, data3d, prior)
+        args = case.build(ctx)
+        before = _snapshot(tmp_path)
+        try:
+            code = main(args)
+        finally:
+            for undo in ctx.cleanup:
+                undo()
+        captured = capsys.readouterr()
+        out, err = captured.out, captured.err
+    line = _one_error_line(case, code, out, err)
+    for needle in case.message:
+        needle = needle.format(**ctx.vars)
+        assert needle in line, f"{needle!r} not in {line!r}"
+    # Nothing that existed before is damaged: previous checkpoints, config copies, logs, data, outputs.
+    after = _snapshot(ctx.tmp)
+    changed = sorted(str(p.relative_to(ctx.tmp)) for p, data in before.items() if after.get(p) != data)
+    if case.may_change:
+        changed = [p for p in changed if not p.startswith(case.may_change + "/")]
+    assert not changed, f"changed or removed by the failed command: {changed}"
+    new_checkpoints = [p for p in after if p not in before and p.suffix == ".pth"]
+    assert not new_checkpoints, new_checkpoints
+
+
+def _one_error_line(case: Case, code: int, out: str, err: str) -> str:
+    """Exit 2, one ``segflow: error:`` line as the last line of stderr, nothing else there, no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("segflow: error: ")]
+    assert len(errors) == 1, err
+    assert lines[-1] == errors[0], err
+    if not case.trains:  # training may draw a progress bar before it fails
+        assert lines == errors, err
+    assert "\n" not in errors[0]
+    return errors[0]
+
+
+# --------------------------------------------------------------------------------------------- the table in the docs
+def test_every_case_is_documented() -> None:
+    """docs/troubleshooting.md has one table row per case id, with the message and what to do."""
+    text = DOCS.read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in text.splitlines() if line.startswith("| `")}
+    missing = [case_id for case_id in IDS if case_id not in rows]
+    assert not missing, f"not in {DOCS.name}: {missing}"
+    stale = sorted(set(rows) - set(IDS))
+    assert not stale, f"{DOCS.name} lists cases the catalogue does not have: {stale}"
+    for case in CASES:
+        cells = [cell.strip() for cell in rows[case.id].strip().strip("|").split("|")]
+        assert len(cells) == 4 and all(cells), rows[case.id]  # case, input, message, what to do
+        shown = cells[2]
+        assert "segflow: error:" in shown or case.xfail, rows[case.id]
+        for needle in case.message:  # the documented message is the real one (paths shown as placeholders)
+            if "{" not in needle:
+                assert needle.replace("|", "\\|") in shown or case.xfail, f"{case.id}: {needle!r} not in the documented message"
