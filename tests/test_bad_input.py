@@ -115,6 +115,23 @@ def _rename_all(folder: Path, suffix: str) -> None:
         p.rename(p.with_suffix(suffix))
 
 
+def _unreadable_folder(c: Ctx) -> list[str]:
+    data = c.own_data()
+    folder = data / "train/x"
+    folder.chmod(0o000)
+    c.cleanup.append(lambda: folder.chmod(0o755))
+    if os.geteuid() == 0:  # root reads anything: list the folder as a normal user would fail to
+        real = Path.iterdir
+
+        def iterdir(self: Path):  # noqa: ANN202
+            if self == folder:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return real(self)
+
+        c.patch(Path, "iterdir", iterdir)
+    return c.run(c.config(data))
+
+
 def _read_only_result_dir(c: Ctx) -> list[str]:
     job = c.results / "job"
     job.chmod(0o500)
@@ -278,7 +295,8 @@ CASES = [
         "keep one of the two",
     ),
     Case("config_not_a_mapping", lambda c: c.run(c.text_config("- TRAIN\n- TEST\n")), ("{config}", "expected sections such as DATA:"), "write sections (DATA:, TRAIN:, ...) with keys under them"),
-    Case("config_not_text", lambda c: c.run(c.text_config(RANDOM_BYTES)), ("{config}", "cannot be read"), "give the YAML file, not another file"),
+    Case("config_not_text", lambda c: c.run(c.text_config(RANDOM_BYTES)), ("{config}", "is not a text file", "saved as UTF-8"), "give the YAML file, not another file"),
+    Case("config_is_a_folder", lambda c: c.check(c.tmp), ("config file {tmp}", "cannot be read (Is a directory)"), "give the YAML file itself to --config"),
     Case("unknown_key", lambda c: c.run(c.config(TRAIN={"EPOCS": 3})), ("{config}", "unknown config key TRAIN.EPOCS", "did you mean TRAIN.EPOCHS?"), "fix the spelling as suggested"),
     Case("unknown_section", lambda c: c.run(c.config(TRIAN={"EPOCHS": 3})), ("{config}", "unknown config key TRIAN.EPOCHS", "did you mean TRAIN.EPOCHS?"), "fix the section name"),
     Case("section_given_a_value", lambda c: c.run(c.text_config("TRAIN: 5\n")), ("{config}", "TRAIN is a section, not a key"), "put the keys under the section"),
@@ -322,7 +340,7 @@ CASES = [
     ),
     Case("override_without_equals", lambda c: c.run(c.config(), "-D", "TRAIN.EPOCHS"), ("-D TRAIN.EPOCHS", "expected KEY=VALUE"), "write -D KEY=VALUE"),
     Case("override_unknown_key", lambda c: c.run(c.config(), "-D", "TRAIN.EPOCS=3"), ("-D: unknown config key TRAIN.EPOCS", "did you mean TRAIN.EPOCHS?"), "fix the key"),
-    Case("override_wrong_type", lambda c: c.run(c.config(), "-D", "TRAIN.LR=fast"), ("TRAIN.LR", "valid number", "'fast'"), "give a number"),
+    Case("override_wrong_type", lambda c: c.run(c.config(), "-D", "TRAIN.LR=fast"), ("-D: TRAIN.LR", "valid number", "'fast'"), "give a number"),
     Case(
         "nothing_to_do",
         lambda c: c.run(c.config(TRAIN={"ENABLE": False}, TEST={"ENABLE": False})),
@@ -346,10 +364,16 @@ CASES = [
     ),
     Case(
         "test_folder_missing_found_before_training",
-        lambda c: c.run(c.config(DATA={"TEST": {"PATH": str(c.tmp / "no/test")}})),
+        lambda c: c.run(c.config(DATA={"TEST": {"PATH": str(c.tmp / "no/test")}}, TRAIN={"EPOCHS": 1})),
         ("DATA.TEST.PATH", "{tmp}/no/test", "does not exist"),
         "fix DATA.TEST.PATH",
         xfail="workflow.run checks the test folder only after training (hours may be lost); check it before train()",
+    ),
+    Case(
+        "image_folder_not_readable",
+        _unreadable_folder,
+        ("{data}/train/x", "permission denied", "make it readable"),
+        "fix the folder's permissions (chmod) or run as a user who can read it",
     ),
     Case(
         "image_folder_empty",
@@ -593,18 +617,20 @@ def launched(tmp_path_factory: pytest.TempPathFactory, data2d: Path, data3d: Pat
 
 
 def _params() -> list:
-    return [pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []) for case in CASES]
+    # Subprocess cases last: they start together with the first case and import torch while the others run.
+    order = sorted(CASES, key=lambda case: case.via == "subprocess")
+    return [pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []) for case in order]
 
 
 @pytest.mark.parametrize("case", _params())
-def test_bad_input(case: Case, request, monkeypatch, capsys, tmp_path: Path, data2d: Path, data3d: Path, prior: Path) -> None:
+def test_bad_input(case: Case, launched: dict, monkeypatch, capsys, tmp_path: Path, data2d: Path, data3d: Path, prior: Path) -> None:
     if case.via == "subprocess":
         if case.id == "gpu_not_present":
             import torch
 
             if torch.cuda.device_count() > 3:
                 pytest.skip("this machine has a GPU 3")
-        ctx, before, proc = request.getfixturevalue("launched")[case.id]
+        ctx, before, proc = launched[case.id]
         out, err = proc.communicate(timeout=300)
         code = proc.returncode
     else:

@@ -205,6 +205,12 @@ def _suggest(key: str) -> str:
     return "; see docs/config-reference.md for every key"
 
 
+def _check_path_text(path: str, key: str, source: str) -> None:
+    """A NUL character cannot be in a file name (os functions raise ValueError on it)."""
+    if "\x00" in path:
+        raise SegflowError(f"{source}: {key}: the path {path!r} holds a NUL character; give a real folder or file name")
+
+
 def _nest(flat: dict[str, Any]) -> dict:
     tree: dict = {}
     for key, value in flat.items():
@@ -226,24 +232,30 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, raw.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as text
-    return key, _parse_tuples(value)
+    try:
+        return key, _parse_tuples(value)
+    except RecursionError:  # '&a [*a]' holds itself
+        raise SegflowError(f"-D {key}: the value is nested too deeply or holds itself; give a plain value") from None
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def _format_validation(err: ValidationError, source: str) -> str:
+def _format_validation(err: ValidationError, source: str, overridden: Iterable[str] = ()) -> str:
+    """One line for all of pydantic's errors; a key set with ``-D`` is blamed on ``-D``, not on the file."""
+    overridden = set(overridden)
     lines = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
         msg = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-        lines.append(f"{source}: {key + ': ' if key else ''}{msg}{shown}")
+        where = "-D" if any(key == k or key.startswith(k + ".") for k in overridden) else source
+        lines.append(f"{where}: {key + ': ' if key else ''}{msg}{shown}")
     return "; ".join(lines)
 
 
@@ -253,7 +265,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' merges, as YAML allows; explicit keys win
+                continue
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a name, not a {type(key).__name__}", key_node.start_mark
+                ) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"{key} is given twice in the same section (the first would be ignored); merge them", key_node.start_mark
@@ -268,10 +288,17 @@ def read_yaml(path: Path) -> dict:
         text = path.read_text()
     except FileNotFoundError:
         raise SegflowError(f"config file {path} not found; check the path given to --config") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SegflowError(f"config file {path} cannot be read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SegflowError(
+            f"config file {path} is not a text file ({exc.reason} at byte {exc.start}); give the YAML config, saved as UTF-8 text"
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SegflowError(f"config file {path} cannot be read ({reason}); give a readable YAML file to --config") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except RecursionError:
+        raise SegflowError(f"config file {path}: nested too deeply to read; write plain sections and keys") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -295,9 +322,19 @@ def build_config(
     Relative data paths in ``tree`` resolve against ``base_dir``; those given as overrides resolve
     against the current folder (they were typed in the user's shell).
     """
+    try:
+        return _build_config(tree, overrides, base_dir, source)
+    except RecursionError:  # a YAML alias inside itself (TRAIN: &a {EPOCHS: *a}) or absurdly deep nesting
+        raise SegflowError(f"{source}: a value is nested too deeply or holds itself (a YAML alias inside itself); write plain sections and keys") from None
+
+
+def _build_config(
+    tree: dict | None, overrides: Iterable[str], base_dir: str | os.PathLike | None, source: str
+) -> tuple[Config, list[str]]:
     known, warnings = _check_keys(_flatten(_parse_tuples(tree or {})), source)
     for key in PATH_KEYS:
         if isinstance(known.get(key), str) and known[key]:
+            _check_path_text(known[key], key, source)
             path = os.path.expanduser(known[key])
             if base_dir is not None and not os.path.isabs(path):
                 path = str((Path(base_dir) / path).resolve())
@@ -309,12 +346,13 @@ def build_config(
     over_known, over_warnings = _check_keys(_flatten(over), "-D")
     for key in PATH_KEYS:
         if isinstance(over_known.get(key), str) and over_known[key]:
+            _check_path_text(over_known[key], key, "-D")
             over_known[key] = str(Path(over_known[key]).expanduser().resolve())
     known.update(over_known)
     try:
         cfg = Config.model_validate(_nest(known))
     except ValidationError as exc:
-        raise SegflowError(_format_validation(exc, source)) from None
+        raise SegflowError(_format_validation(exc, source, over_known)) from None
     return cfg, warnings + over_warnings
 
 

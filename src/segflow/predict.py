@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from segflow.errors import SegflowError
-from segflow.images import list_images, read_image, write_tiff
+from segflow.images import list_images, read_image, write_palette_png, write_tiff
 from segflow.inference import Predictor
 
 
@@ -26,8 +26,10 @@ def predict_images(
 ) -> list[Path]:
     """Predict one image or every image of a folder; return the written files.
 
-    Outputs are TIFFs named after the inputs: class labels (uint8), or with ``probabilities`` the
-    float32 probabilities (one channel for binary models, one per class otherwise).
+    Outputs are TIFFs named after the inputs: class labels decoded as the model's encoding says
+    (label image, or bitmask image), or with ``probabilities`` the float32 outputs (one channel for
+    binary models, one per class or bit otherwise); regression models write their float32 values.
+    A single output named ``.png`` is written as a palette PNG with VOC's colours (2D labels).
     """
     from segflow.training import resolve_devices
 
@@ -59,8 +61,13 @@ def predict_images(
             tta=tta,
             progress=len(jobs) == 1,
         )
-        out = probs.astype(np.float32, copy=False) if probabilities else predictor.labels(probs)
-        write_tiff(dst, out, cfg.ndim, reference=src)
+        labels = None if probabilities else predictor.labels(probs)
+        if labels is None:  # probabilities asked for, or a regression model: its values are the output
+            write_tiff(dst, probs.astype(np.float32, copy=False), cfg.ndim, reference=src)
+        elif dst.suffix.lower() == ".png" and cfg.ndim == 2 and labels.dtype == np.uint8:
+            write_palette_png(dst, labels)
+        else:
+            write_tiff(dst, labels, cfg.ndim, reference=src)
         written.append(dst)
     print(f"Wrote {len(written)} prediction(s): {written[0] if len(written) == 1 else Path(output_dir)}")
     return written

@@ -194,7 +194,7 @@ class ModelConfig(Section):
         "unet",
         description="'unet' (MONAI UNet), 'resunet' (MONAI UNet with residual units) or 'attention_unet' (MONAI AttentionUnet).",
     )
-    FEATURE_MAPS: list[int] = Field([16, 32, 64, 128, 256], min_length=2, description="Channels per level, from top to bottom; each level halves the resolution.")
+    FEATURE_MAPS: list[int] = Field([16, 32, 64, 128, 256], min_length=3, description="Channels per level, from top to bottom (at least 3 levels); each level halves the resolution.")
     DROPOUT_VALUES: list[float] = Field(
         [0.0, 0.0, 0.0, 0.0, 0.0],
         description="Dropout per level (BiaPy). MONAI's networks take one rate, so segflow uses the largest value for every level.",

@@ -280,10 +280,9 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
 
     aug_dir = paths.sub("aug")
     if cfg.AUGMENTOR.ENABLE and cfg.AUGMENTOR.AUG_SAMPLES and train_ds.transform is not None:
-        n = min(cfg.AUGMENTOR.AUG_NUM_SAMPLES, len(train_ds))
-        plain = PatchDataset(train_ds.samples, train_ds.patch, mode=train_ds.mode, prob_weights=train_ds.prob_weights)
+        plain = PatchDataset(train_ds.samples, train_ds.patch, mode=train_ds.mode, replicate=cfg.DATA.TRAIN.REPLICATE, prob_weights=train_ds.prob_weights)
         plain.set_random_state(seed=cfg.SYSTEM.SEED + 1)
-        pairs = [(it["image"], it["label"]) for it in (plain[i] for i in range(n))]
+        pairs = [(it["image"], it["label"]) for it in (plain[i] for i in range(min(cfg.AUGMENTOR.AUG_NUM_SAMPLES, len(plain))))]
         write_aug_samples(train_ds.transform, pairs, aug_dir, cfg.AUGMENTOR.DRAW_GRID)
     if cfg.DATA.PROBABILITY_MAP:
         write_prob_maps(train_ds, Path(cfg.PATHS.PROB_MAP_DIR) if cfg.PATHS.PROB_MAP_DIR else paths.prob_map, aug_dir)

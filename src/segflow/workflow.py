@@ -67,26 +67,42 @@ def run(
 
 
 def _describe(label: str, cfg: Config, image_dir: str, mask_dir: str | None, what: str) -> list:
+    from segflow.encodings import BITMASK, REGRESSION, bits, encoding
+
     pairs = list_pairs(image_dir, mask_dir, what)
     shapes, dtypes = set(), set()
-    counts = np.zeros(cfg.MODEL.N_CLASSES, dtype=np.int64)
+    kind = encoding(cfg)
+    n = cfg.MODEL.N_CLASSES
+    counts = np.zeros(n, dtype=np.int64)
+    total = 0
+    lo, hi = np.inf, -np.inf
     samples = []
     for img_path, mask_path in pairs:
         image, mask = read_pair(cfg, img_path, mask_path, what)
         shapes.add(image.shape)
         dtypes.add(str(image.dtype))
         if mask is not None:
-            values, n = np.unique(mask, return_counts=True)
-            keep = (values >= 0) & (values < cfg.MODEL.N_CLASSES)
-            counts[values[keep].astype(np.int64)] += n[keep]
+            valid = mask[mask != cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID] if cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID >= 0 else mask.ravel()
+            total += valid.size
+            if kind in REGRESSION:
+                lo, hi = min(lo, float(valid.min(initial=np.inf))), max(hi, float(valid.max(initial=-np.inf)))
+            elif kind in BITMASK:
+                counts += bits(valid, n).sum(0)
+            elif kind == "categorical":
+                values, k = np.unique(valid, return_counts=True)
+                keep = (values >= 0) & (values < n)
+                counts[values[keep].astype(np.int64)] += k[keep]
         samples.append(image.shape)
     print(f"{label}: {len(pairs)} image{'s' if len(pairs) != 1 else ''}" + (" with masks" if mask_dir else "") + f" from {image_dir}")
     print(f"  shapes {', '.join(str(s) for s in sorted(shapes))}; dtypes {', '.join(sorted(dtypes))}")
-    if mask_dir is not None and counts.sum():
-        fractions = ", ".join(f"{c}: {n / counts.sum():.1%}" for c, n in enumerate(counts))
-        print(f"  classes (pixel fraction): {fractions}")
-        for c in np.flatnonzero(counts == 0):
-            print(f"  warning: class {c} never occurs in these masks")
+    if mask_dir is not None and total:
+        if kind in REGRESSION:
+            print(f"  target values ({kind}): {lo:g} .. {hi:g}" if kind == "linear" else f"  foreground for the distance transform: mask > 0")
+        elif kind in (*BITMASK, "categorical"):
+            what_is = "bit classes (pixel fraction, classes may overlap)" if kind in BITMASK else "classes (pixel fraction)"
+            print(f"  {what_is}: " + ", ".join(f"{c}: {k / total:.1%}" for c, k in enumerate(counts)))
+            for c in np.flatnonzero(counts == 0):
+                print(f"  warning: class {c} never occurs in these masks")
     return samples
 
 
