@@ -61,7 +61,7 @@ def test_run_writes_biapy_result_tree_and_full_checkpoints(cli, tmp_path, data2d
     assert probs.shape == (64, 64, 1) and probs.dtype == np.float32 and 0 <= probs.min() <= probs.max() <= 1
 
 
-def test_run_ids_never_overwrite_and_rerun_needs_overwrite(cli, tmp_path, data2d):
+def test_run_ids_never_overwrite_and_a_finished_run_is_not_retrained(cli, tmp_path, data2d):
     cfg = tiny_config(data2d, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False})
     assert _run(cli, tmp_path, cfg)[0] == 0
     first = tmp_path / "res" / "t" / "checkpoints" / "t_1-checkpoint-last.pth"
@@ -69,10 +69,13 @@ def test_run_ids_never_overwrite_and_rerun_needs_overwrite(cli, tmp_path, data2d
     assert _run(cli, tmp_path, cfg, run_id="2")[0] == 0
     assert first.read_bytes() == before
     assert (tmp_path / "res" / "t" / "results" / "t_2" / "train_logs" / "t_2_log.csv").is_file()
-    code, _, err = _run(cli, tmp_path, cfg)
-    assert code == 2 and "already has checkpoints" in err and "--overwrite" in err
+    code, out, _ = _run(cli, tmp_path, cfg)
+    assert code == 0 and "already finished" in out
     assert first.read_bytes() == before
     assert _run(cli, tmp_path, cfg, "--overwrite")[0] == 0
+    assert first.read_bytes() != before
+    code, _, err = _run(cli, tmp_path, cfg, "--resume", run_id="7")
+    assert code == 2 and "no checkpoint" in err
 
 
 def test_same_seed_same_weights_other_seed_differs(cli, tmp_path, data2d):

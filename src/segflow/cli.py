@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run_id", default="1", help="run number; runs with different ids never overwrite each other (default 1)")
     run.add_argument("--gpu", default=None, help="GPU ids such as 0 or 0,1, or 'cpu' (default: SYSTEM.DEVICE)")
     run.add_argument("-D", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. -D TRAIN.EPOCHS=5 (repeatable)")
-    run.add_argument("--overwrite", action="store_true", help="replace this run's existing checkpoints")
+    run.add_argument("--overwrite", action="store_true", help="train this run afresh, replacing its checkpoints")
+    run.add_argument("--resume", action="store_true", help="continue this run's training from its last checkpoint (the default when it has one and is unfinished); with a raised TRAIN.EPOCHS it trains further (constant or reduceonplateau LR)")
 
     check = sub.add_parser("check", help="validate the config and read all its data without training")
     check.add_argument("--config", required=True)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from segflow.workflow import run
 
-            run(args.config, args.result_dir, args.name, args.run_id, args.gpu, args.overrides, args.overwrite)
+            run(args.config, args.result_dir, args.name, args.run_id, args.gpu, args.overrides, args.overwrite, args.resume)
         elif args.command == "check":
             from segflow.workflow import check
 

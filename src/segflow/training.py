@@ -6,6 +6,7 @@ early stopping and TensorBoard; segflow adds the BiaPy-style epoch log, charts a
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -148,6 +149,12 @@ class SegModel(L.LightningModule):
         checkpoint["segflow_version"] = __version__
 
 
+def previous(path: str | Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``<name>.prev.pth``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
 class AtomicCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` writing ``.pth`` files through a temporary file and a rename, so a kill
     mid-write never leaves a truncated checkpoint in place of a good one."""
@@ -158,19 +165,70 @@ class AtomicCheckpoint(ModelCheckpoint):
         partial = filepath + ".part"
         trainer.save_checkpoint(partial, self.save_weights_only)
         if trainer.is_global_zero:
+            if os.path.exists(filepath):  # the previous good one stays, should this one ever be damaged
+                os.replace(filepath, previous(filepath))
             os.replace(partial, filepath)
         trainer.strategy.barrier()
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
 
 
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """Shuffles training patches, and reseeds every random draw of the epoch, from (SYSTEM.SEED, epoch).
+
+    Lightning calls ``set_epoch`` before each epoch's iterator is made, so epoch ``e`` draws the same
+    patches, augmentations, dropout masks and worker seeds whether the run went straight through or
+    was killed and resumed from the checkpoint of epoch ``e - 1``.
+    """
+
+    def __init__(self, dataset: PatchDataset, seed: int, shuffle: bool) -> None:
+        self.dataset, self.seed, self.shuffle = dataset, seed, shuffle
+        self.generator = torch.Generator()  # the DataLoader's: worker seeds come from it
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed everything random for ``epoch``."""
+        self.epoch = epoch
+        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        self.generator.manual_seed(seed)
+        torch.manual_seed(seed)
+        self.dataset.set_random_state(seed=seed)
+        if self.dataset.transform is not None:
+            self.dataset.transform.set_random_state(seed=seed)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
 class EpochLog(Callback):
-    """One row per epoch in ``train_logs/<job>_log.csv`` (rewritten atomically) and the charts."""
+    """One row per epoch in ``train_logs/<job>_log.csv`` (rewritten atomically) and the charts.
+
+    The rows are part of every checkpoint, so a resumed run continues the log without gaps or
+    duplicates, whatever was written after the checkpoint it resumes from.
+    """
 
     def __init__(self, paths: RunPaths) -> None:
         self.paths = paths
         self.rows: list[dict[str, float]] = []
         self._start = time.monotonic()
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict.get("rows", []))
+        self._write()
+
+    def _write(self) -> None:
+        lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r[c]:.6g}" for c in LOG_COLUMNS) for r in self.rows]
+        atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
+        if self.rows:
+            plot_history(self.rows, self.paths.sub("charts"), self.paths.job)
 
     @property
     def csv_path(self) -> Path:
@@ -191,9 +249,7 @@ class EpochLog(Callback):
         for key in LOG_COLUMNS[3:]:
             row[key] = float(m[key]) if key in m else float("nan")
         self.rows.append(row)
-        lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r[c]:.6g}" for c in LOG_COLUMNS) for r in self.rows]
-        atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
-        plot_history(self.rows, self.paths.sub("charts"), self.paths.job)
+        self._write()
 
 
 def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int] | int]:
@@ -268,8 +324,26 @@ def make_datasets(cfg: Config, data: TrainData) -> tuple[PatchDataset, PatchData
     return train_ds, val_ds
 
 
-def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData | None = None) -> Path:
-    """Train as ``cfg`` says; return the path of the best checkpoint."""
+def finished_marker(paths: RunPaths) -> Path:
+    """Written when training ends (all epochs, or early stopping): a re-run goes straight to testing."""
+    return paths.sub("train_logs") / f"{paths.job}_finished.json"
+
+
+def resume_point(paths: RunPaths) -> Path | None:
+    """The checkpoint to resume from: the last one, or the one before it when the last is damaged."""
+    for candidate in (paths.checkpoint("last"), previous(paths.checkpoint("last"))):
+        if candidate.is_file():
+            try:
+                load_checkpoint(candidate)
+            except SegflowError as exc:
+                print(f"warning: {exc}; trying the previous checkpoint")
+                continue
+            return candidate
+    return None
+
+
+def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData | None = None, resume: Path | None = None) -> Path:
+    """Train as ``cfg`` says (continuing from ``resume``, a checkpoint of this run); return the best checkpoint."""
     check_patch_fits_model(cfg)
     L.seed_everything(cfg.SYSTEM.SEED, workers=True, verbose=False)
     if cfg.SYSTEM.NUM_CPUS > 0:
@@ -289,18 +363,18 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
 
     accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
     workers = num_workers(cfg.SYSTEM.NUM_WORKERS)
-    loader_args = dict(
-        batch_size=cfg.TRAIN.BATCH_SIZE,
-        num_workers=workers,
-        pin_memory=cfg.SYSTEM.PIN_MEM and accelerator == "gpu",
-        persistent_workers=workers > 0,
-    )
-    train_loader = DataLoader(train_ds, shuffle=cfg.AUGMENTOR.SHUFFLE_TRAIN_DATA_EACH_EPOCH, **loader_args)
+    # Workers are not persistent: made anew each epoch, they get that epoch's seeds (exact resume).
+    loader_args = dict(batch_size=cfg.TRAIN.BATCH_SIZE, num_workers=workers, pin_memory=cfg.SYSTEM.PIN_MEM and accelerator == "gpu")
+    sampler = EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, cfg.AUGMENTOR.SHUFFLE_TRAIN_DATA_EACH_EPOCH)
+    train_loader = DataLoader(train_ds, sampler=sampler, generator=sampler.generator, **loader_args)
     val_loader = DataLoader(val_ds, shuffle=False, **loader_args) if val_ds is not None else None
 
     monitor = "val_loss" if val_loader is not None else "loss"
-    best = AtomicCheckpoint(dirpath=paths.checkpoints, filename=f"{paths.job}-checkpoint-best", monitor=monitor, mode="min", save_top_k=1, enable_version_counter=False)
-    last = AtomicCheckpoint(dirpath=paths.checkpoints, filename=f"{paths.job}-checkpoint-last", save_top_k=1, monitor=None, enable_version_counter=False)
+    # Saved at the end of the training epoch, after EpochLog has added the epoch's row (checkpoint
+    # callbacks run last), so each checkpoint holds the log up to and including its epoch.
+    common = dict(dirpath=paths.checkpoints, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True)
+    best = AtomicCheckpoint(filename=f"{paths.job}-checkpoint-best", monitor=monitor, mode="min", **common)
+    last = AtomicCheckpoint(filename=f"{paths.job}-checkpoint-last", monitor=None, **common)
     n_batches = math.ceil(len(train_ds) / cfg.TRAIN.BATCH_SIZE)
     # In a log file (SLURM, CI) a bar redrawn every step floods it; there, update once per epoch.
     bar = TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else n_batches)
@@ -333,8 +407,20 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
     )
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Model: {cfg.MODEL.ARCHITECTURE} {cfg.PROBLEM.NDIM}, {n_params / 1e6:.2f} M parameters, on {accelerator} ({precision(cfg.TRAIN.PRECISION, accelerator)})")
-    trainer.fit(model, train_loader, val_loader)
-    return Path(best.best_model_path or last.last_model_path or paths.checkpoint("last"))
+    finished_marker(paths).unlink(missing_ok=True)
+    if resume is not None:
+        saved = load_checkpoint(resume)
+        before = Config.model_validate(saved["hyper_parameters"]["config"]).TRAIN
+        if before.EPOCHS != cfg.TRAIN.EPOCHS and cfg.TRAIN.LR_SCHEDULER.NAME in ("onecycle", "warmupcosine"):
+            raise SegflowError(
+                f"TRAIN.EPOCHS {cfg.TRAIN.EPOCHS}: run {paths.job} was started with {before.EPOCHS} epochs and a "
+                f"'{cfg.TRAIN.LR_SCHEDULER.NAME}' schedule whose length was fixed then; start a new --run_id (MODEL.LOAD_CHECKPOINT to start from its weights)"
+            )
+        print(f"Resuming from {resume} ({saved['epoch'] + 1} epoch(s) done)")
+    trainer.fit(model, train_loader, val_loader, ckpt_path=resume)
+    best_path = Path(best.best_model_path or last.last_model_path or paths.checkpoint("last"))
+    atomic_write_text(finished_marker(paths), json.dumps({"epochs": trainer.current_epoch, "best": str(best_path)}))
+    return best_path
 
 
 def choose_checkpoint(cfg: Config, paths: RunPaths) -> Path:

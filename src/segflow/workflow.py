@@ -36,11 +36,17 @@ def run(
     gpu: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     overwrite: bool = False,
+    resume_run: bool = False,
 ) -> dict:
-    """Train and/or test as ``TRAIN.ENABLE`` / ``TEST.ENABLE`` say; return the test scores (if any)."""
+    """Train and/or test as ``TRAIN.ENABLE`` / ``TEST.ENABLE`` say; return the test scores (if any).
+
+    A run that already has checkpoints continues where it stopped: an unfinished training resumes
+    from its last checkpoint, a finished one goes straight to testing. ``overwrite`` starts afresh;
+    ``resume_run`` insists on resuming (and trains further if TRAIN.EPOCHS was raised).
+    """
     from segflow.inference import Predictor
     from segflow.testphase import run_test
-    from segflow.training import choose_checkpoint, resolve_devices, train, write_config_copy
+    from segflow.training import choose_checkpoint, finished_marker, resolve_devices, resume_point, train, write_config_copy
 
     cfg, warnings = load_config(config_path, overrides)
     _print_warnings(warnings)
@@ -51,13 +57,17 @@ def run(
         raise SegflowError(f"{config_path}: TRAIN.ENABLE and TEST.ENABLE are both false; nothing to do")
     accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)  # a wrong --gpu fails before any work
     check_writable(paths.root)
-    existing = [p for p in (paths.checkpoint("best"), paths.checkpoint("last")) if p.exists()]
-    if cfg.TRAIN.ENABLE and existing and not overwrite:
-        raise SegflowError(
-            f"run {paths.job} already has checkpoints in {paths.checkpoints}; use another --run_id, or --overwrite to replace them"
-        )
+    resume = None if overwrite or not cfg.TRAIN.ENABLE else resume_point(paths)
+    if cfg.TRAIN.ENABLE and resume_run and resume is None:
+        raise SegflowError(f"--resume: run {paths.job} has no checkpoint in {paths.checkpoints} to resume from; drop --resume to start it")
+    train_now = cfg.TRAIN.ENABLE and (resume is None or resume_run or not finished_marker(paths).is_file())
     write_config_copy(cfg, paths, Path(config_path).name)
-    checkpoint = train(cfg, paths, gpu) if cfg.TRAIN.ENABLE else choose_checkpoint(cfg, paths)
+    if train_now:
+        checkpoint = train(cfg, paths, gpu, resume=resume)
+    else:
+        if cfg.TRAIN.ENABLE:
+            print(f"Training of run {paths.job} already finished (use --overwrite to train again, --resume to train further)")
+        checkpoint = choose_checkpoint(cfg, paths)
     result: dict = {}
     if cfg.TEST.ENABLE:
         device = f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu"
