@@ -9,6 +9,7 @@ an error that says so.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -51,8 +52,10 @@ def _read_raw(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, st
         if suffix in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
+                _check_tiff_header(path, series)
                 return series.asarray(), series.axes
         if suffix == ".npy":
+            _check_npy_size(path)
             return np.load(path, allow_pickle=False), None
         if suffix in (".png", ".jpg", ".jpeg"):
             palette = palette_indices and iio.immeta(path).get("mode") == "P"
@@ -63,6 +66,77 @@ def _read_raw(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, st
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise SegflowError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); the file may be corrupt or truncated") from None
     raise SegflowError(f"{path}: unsupported file type '{suffix}'; segflow reads {', '.join(IMAGE_EXTENSIONS)}")
+
+
+# A damaged header can declare terabytes of pixels; decoders would allocate (and touch) that much before
+# failing. Compressed pixel data expands at most this much (zlib's limit is about 1000:1, LZW's 2700:1).
+_MAX_COMPRESSION = 5000
+_SMALL = 64 * 2**20  # any file may declare this much
+
+
+def _human(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{nbytes} bytes"  # pragma: no cover
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_declared_size(path: Path, nbytes: int, compressed: bool, stored: int | None = None) -> None:
+    """Refuse a file whose header declares more pixel data than it can hold, before anything is allocated."""
+    size = path.stat().st_size if stored is None else stored
+    if not compressed and nbytes > size:
+        raise SegflowError(
+            f"{path}: the header declares {_human(nbytes)} of pixels but the file holds only {_human(size)}; "
+            "the file may be corrupt or truncated"
+        )
+    if compressed and nbytes > max(_SMALL, size * _MAX_COMPRESSION):
+        raise SegflowError(
+            f"{path}: the header declares {_human(nbytes)} of pixels from {_human(size)} of compressed data; the file may be "
+            "corrupt (if the image really is that empty, save it uncompressed)"
+        )
+    memory = _physical_memory()
+    if memory and nbytes > memory:
+        raise SegflowError(
+            f"{path}: the image needs {_human(nbytes)} of memory, more than this machine's {_human(memory)}; "
+            "crop or downsample it (or the file is corrupt)"
+        )
+
+
+def _check_tiff_header(path: Path, series: tifffile.TiffPageSeries) -> None:
+    """The first page must store every strip or tile it declares, and no more pixels than the file can hold."""
+    page = series.keyframe
+    declared = math.prod(getattr(page, "chunked", ()) or (1,))
+    if len(page.dataoffsets) < declared:
+        raise SegflowError(
+            f"{path}: the header declares {declared} strips or tiles but lists {len(page.dataoffsets)}; the file may be corrupt or truncated"
+        )
+    _check_declared_size(path, series.nbytes, compressed=page.compression != 1)
+
+
+def _check_npy_size(path: Path) -> None:
+    """The ``.npy`` header's shape must fit in the file (np.load would allocate it first)."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as f:
+        version = npy.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(f)
+        else:
+            return  # np.load reads (and checks) other versions itself
+        stored = path.stat().st_size - f.tell()
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
+    _check_declared_size(path, nbytes, compressed=False, stored=stored)
 
 
 def _to_channels_last(arr: np.ndarray, axes: str | None, ndim: int, channels: int | None, path: Path) -> np.ndarray:
