@@ -284,3 +284,42 @@ def test_zero_byte_image(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(SegflowError, match="the file is empty"):
         read_image(path, 2)
+
+
+def _with_tag(data: bytes, tag: str, value: int) -> bytes:
+    """``data`` (a little-endian classic TIFF) with one LONG/SHORT tag of the first page set to ``value``."""
+    import struct
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        t = tif.pages[0].tags[tag]
+        offset, fmt = t.valueoffset, "<I" if t.dtype == 4 else "<H"
+    out = bytearray(data)
+    out[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("seed", "tag", "value", "message"),
+    [
+        # A flipped bit in the width of an uncompressed file: tifffile went on to allocate 12 GiB.
+        ("grey.tif", "ImageWidth", 2**30, "the header declares 12.0 GiB of pixels but the file holds only"),
+        # A flipped height in a compressed file: 2 million strips listed as one; reading looped for seconds.
+        ("compressed.tif", "ImageLength", 2**24, "the header declares 2097152 strips or tiles but lists 1"),
+    ],
+)
+def test_tiff_headers_that_declare_more_than_the_file_holds(tmp_path: Path, seed: str, tag: str, value: int, message: str) -> None:
+    path = tmp_path / seed
+    path.write_bytes(_with_tag(VALID[seed], tag, value))
+    for read in (lambda: read_image(path, 2), lambda: read_mask(path, 2)):
+        with pytest.raises(SegflowError, match=message) as info:
+            read()
+        assert str(info.value).startswith(str(path)) and "corrupt or truncated" in str(info.value)
+
+
+def test_npy_header_that_declares_more_than_the_file_holds(tmp_path: Path) -> None:
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (100_000, 100_000)})
+        f.write(bytes(64))
+    with pytest.raises(SegflowError, match=r"declares 74\.5 GiB of pixels but the file holds only 64 bytes"):
+        read_image(path, 2)

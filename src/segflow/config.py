@@ -186,8 +186,7 @@ def _check_keys(flat: Iterable[tuple[str, Any]], source: str) -> tuple[dict[str,
 
 def _default(key: str) -> Any:
     field = dict(schema_keys())[key]
-    value = field.get_default(call_default_factory=True)
-    return tuple(value) if isinstance(value, list) and "PATCH" in key else value
+    return field.get_default(call_default_factory=True)
 
 
 def _suggest(key: str) -> str:

@@ -95,19 +95,19 @@ def _check_declared_size(path: Path, nbytes: int, compressed: bool, stored: int 
     size = path.stat().st_size if stored is None else stored
     if not compressed and nbytes > size:
         raise SegflowError(
-            f"{path}: the header declares {_human(nbytes)} of pixels but the file holds only {_human(size)}; "
-            "the file may be corrupt or truncated"
+            f"{path}: cannot be read as an image (the header declares {_human(nbytes)} of pixels but the file holds only "
+            f"{_human(size)}); the file may be corrupt or truncated"
         )
     if compressed and nbytes > max(_SMALL, size * _MAX_COMPRESSION):
         raise SegflowError(
-            f"{path}: the header declares {_human(nbytes)} of pixels from {_human(size)} of compressed data; the file may be "
-            "corrupt (if the image really is that empty, save it uncompressed)"
+            f"{path}: cannot be read as an image (the header declares {_human(nbytes)} of pixels from {_human(size)} of "
+            "compressed data); the file may be corrupt or truncated (if the image really is that empty, save it uncompressed)"
         )
     memory = _physical_memory()
     if memory and nbytes > memory:
         raise SegflowError(
-            f"{path}: the image needs {_human(nbytes)} of memory, more than this machine's {_human(memory)}; "
-            "crop or downsample it (or the file is corrupt)"
+            f"{path}: cannot be read as an image (it needs {_human(nbytes)} of memory, more than this machine's "
+            f"{_human(memory)}); crop or downsample it, or the file is corrupt"
         )
 
 
@@ -117,7 +117,8 @@ def _check_tiff_header(path: Path, series: tifffile.TiffPageSeries) -> None:
     declared = math.prod(getattr(page, "chunked", ()) or (1,))
     if len(page.dataoffsets) < declared:
         raise SegflowError(
-            f"{path}: the header declares {declared} strips or tiles but lists {len(page.dataoffsets)}; the file may be corrupt or truncated"
+            f"{path}: cannot be read as an image (the header declares {declared} strips or tiles but lists "
+            f"{len(page.dataoffsets)}); the file may be corrupt or truncated"
         )
     _check_declared_size(path, series.nbytes, compressed=page.compression != 1)
 

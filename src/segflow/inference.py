@@ -51,6 +51,31 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+# What a checkpoint's network is built from: a config must agree on these to use its weights.
+MODEL_KEYS = ("PROBLEM.NDIM", "PROBLEM.SEMANTIC_SEG.ENCODING", "MODEL.ARCHITECTURE", "MODEL.FEATURE_MAPS", "MODEL.N_CLASSES", "MODEL.Z_DOWN", "MODEL.KERNEL_SIZE", "MODEL.NORMALIZATION")
+
+
+def _get(cfg: Config, key: str) -> object:
+    value: object = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_model_matches(path: str | os.PathLike, ckpt: dict, cfg: Config) -> None:
+    """Raise when ``cfg`` describes another network than the one checkpoint ``path`` holds."""
+    saved = Config.model_validate(ckpt["hyper_parameters"]["config"])
+    diffs = [(k, _get(saved, k), _get(cfg, k)) for k in MODEL_KEYS if _get(saved, k) != _get(cfg, k)]
+    if saved.in_channels != cfg.in_channels:
+        diffs.append(("DATA.PATCH_SIZE channels", saved.in_channels, cfg.in_channels))
+    if diffs:
+        shown = "; ".join(f"{k}={a} in the checkpoint, {b} in the config" for k, a, b in diffs)
+        raise SegflowError(
+            f"checkpoint {path}: its weights do not fit MODEL.* of this config ({shown}); "
+            "set them as when the checkpoint was trained, or train a new model"
+        )
+
+
 def overlap_fraction(cfg: Config, patch: tuple[int, ...]) -> list[float]:
     """Window overlap per axis from DATA.TEST.OVERLAP and DATA.TEST.PADDING (border pixels to discard)."""
     t = cfg.DATA.TEST

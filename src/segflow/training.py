@@ -34,7 +34,7 @@ from segflow.config import config_to_yaml
 from segflow.data import TrainData, load_train_data
 from segflow.encodings import class_counts, encode, encoding, is_bitmask
 from segflow.errors import SegflowError
-from segflow.inference import activate, autocast_dtype, load_checkpoint
+from segflow.inference import activate, autocast_dtype, check_model_matches, load_checkpoint
 from segflow.losses import SegmentationLoss
 from segflow.models import build_model, divisor
 from segflow.patches import PatchDataset, fit_to_patch, write_prob_maps
@@ -163,7 +163,11 @@ class AtomicCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         partial = filepath + ".part"
-        trainer.save_checkpoint(partial, self.save_weights_only)
+        try:
+            trainer.save_checkpoint(partial, self.save_weights_only)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)  # never leave half a checkpoint behind
+            raise
         if trainer.is_global_zero:
             if os.path.exists(filepath):  # the previous good one stays, should this one ever be damaged
                 os.replace(filepath, previous(filepath))
@@ -267,8 +271,8 @@ def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int]
     available = torch.cuda.device_count()
     missing = [i for i in ids if i >= available]
     if not ids or missing:
-        have = f"GPUs 0..{available - 1}" if available else "no CUDA GPU"
-        raise SegflowError(f"--gpu {gpu}: this machine has {have}; choose one of those or --gpu cpu")
+        have = f"GPUs 0..{available - 1}; choose one of those or --gpu cpu" if available else "no CUDA GPU; use --gpu cpu"
+        raise SegflowError(f"--gpu {gpu}: this machine has {have}")
     return "gpu", ids
 
 
@@ -386,8 +390,10 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
     model = SegModel(cfg.model_dump(mode="json"), counts.tolist(), data.normalizer.state(), n_valid)
     if cfg.MODEL.LOAD_CHECKPOINT:
         start = choose_checkpoint(cfg, paths)
+        ckpt = load_checkpoint(start)
+        check_model_matches(start, ckpt, cfg)
         try:
-            model.load_state_dict(load_checkpoint(start)["state_dict"], strict=True)
+            model.load_state_dict(ckpt["state_dict"], strict=True)
         except RuntimeError as exc:
             raise SegflowError(f"checkpoint {start}: its weights do not fit MODEL.* of this config ({str(exc).splitlines()[0]})") from None
         print(f"Starting from the weights in {start}")

@@ -44,7 +44,8 @@ def run(
     from its last checkpoint, a finished one goes straight to testing. ``overwrite`` starts afresh;
     ``resume_run`` insists on resuming (and trains further if TRAIN.EPOCHS was raised).
     """
-    from segflow.inference import Predictor
+    from segflow.data import load_train_data
+    from segflow.inference import Predictor, check_model_matches, load_checkpoint
     from segflow.testphase import run_test
     from segflow.training import choose_checkpoint, finished_marker, resolve_devices, resume_point, train, write_config_copy
 
@@ -61,13 +62,19 @@ def run(
     if cfg.TRAIN.ENABLE and resume_run and resume is None:
         raise SegflowError(f"--resume: run {paths.job} has no checkpoint in {paths.checkpoints} to resume from; drop --resume to start it")
     train_now = cfg.TRAIN.ENABLE and (resume is None or resume_run or not finished_marker(paths).is_file())
+    # Everything that can be checked is checked before anything is written or trained.
+    data = load_train_data(cfg) if train_now else None
+    if cfg.TEST.ENABLE:
+        list_pairs(cfg.DATA.TEST.PATH, cfg.DATA.TEST.GT_PATH if cfg.DATA.TEST.LOAD_GT else None, "test")
+    if not train_now:
+        checkpoint = choose_checkpoint(cfg, paths)
+        if cfg.TEST.ENABLE:
+            check_model_matches(checkpoint, load_checkpoint(checkpoint), cfg)
     write_config_copy(cfg, paths, Path(config_path).name)
     if train_now:
-        checkpoint = train(cfg, paths, gpu, resume=resume)
-    else:
-        if cfg.TRAIN.ENABLE:
-            print(f"Training of run {paths.job} already finished (use --overwrite to train again, --resume to train further)")
-        checkpoint = choose_checkpoint(cfg, paths)
+        checkpoint = train(cfg, paths, gpu, data=data, resume=resume)
+    elif cfg.TRAIN.ENABLE:
+        print(f"Training of run {paths.job} already finished (use --overwrite to train again, --resume to train further)")
     result: dict = {}
     if cfg.TEST.ENABLE:
         device = f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu"
