@@ -19,6 +19,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# The speed suite: segflow against plain MONAI / PyTorch on this machine (bench/README.md).
+# Options through BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick
+bench: install
+	$(BIN)/python bench/suite.py $(BENCH_ARGS)
+
 docs: install
 	$(BIN)/segflow reference > docs/config-reference.md
 

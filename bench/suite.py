@@ -425,8 +425,8 @@ def child_step_matrix(a: dict) -> dict:
                 "seconds": [],
             }
         # Speed: the same models, round-robin.
-        for _ in range(rounds):
-            for name, (bf16, _) in variants.items():
+        for r in range(rounds):
+            for name, (bf16, _) in list(variants.items())[:: 1 if r % 2 == 0 else -1]:  # alternate the order
                 m, opt = models[name]
                 start = now()
                 step(m, opt, bf16)
@@ -525,7 +525,7 @@ def child_predict_sweep(a: dict) -> dict:
     for name in ("monai", "monai bf16+cl"):
         monai_predict(monai_net, image[tuple(slice(0, s) for s in PATCH[ndim])], ndim, fast=name != "monai")
     for r in range(a["rounds"]):
-        for name, (fn, info) in runs.items():
+        for name, (fn, info) in list(runs.items())[:: 1 if r % 2 == 0 else -1]:  # alternate the order
             start = now()
             result = fn(image)
             out["variants"][name]["seconds"].append(now() - start)
