@@ -13,14 +13,16 @@ over its repeats (the figure is the median). Sections (``--only`` takes a comma 
   template sizes, flips and free rotations. First the training step alone (``SegModel.training_step`` +
   backward + AdamW) in fp32 / bf16 autocast x contiguous / channels_last, round-robin in one process, with
   loss and gradient agreement against fp32. Then whole epochs, data loading and augmentation included:
-  ``segflow.training.train`` itself (its Trainer, loader, checkpoints, log) against a plain PyTorch loop over
-  a default ``torch.utils.data.DataLoader`` with the same MONAI network, loss, optimiser and schedule; and
-  how long each loop waits for data per epoch with 0 and 1 worker (starvation).
+  ``segflow.training.train`` itself (its Trainer, loader, checkpoints, log) as shipped, against a plain
+  PyTorch loop over a default ``torch.utils.data.DataLoader`` with the same MONAI network, loss, optimiser
+  and schedule in fp32; in 2D also the shipped run with 1 worker instead of 0 (how long each loop waits for
+  data: starvation) and with v0.1.0's defaults (fp32, contiguous, 1 worker).
 - ``predict2d`` / ``predict3d``: first every prediction path round-robin in one process on a mid-size image
-  (segflow's ``Predictor`` in fp32 / bf16 x contiguous / channels_last x window batch, and MONAI's
-  ``sliding_window_inference(sw_batch_size=1)``), with probability and label agreement against fp32; then
-  a 2048x2048 image and a 64x512x512 stack (overlap 0.5, Gaussian blend), each path in its own process for
-  its peak RSS: MONAI, segflow as shipped, and the fastest segflow path within tolerance.
+  (segflow's ``Predictor`` as shipped, in fp32 / bf16 x contiguous / channels_last x window batch, and
+  MONAI's ``sliding_window_inference(sw_batch_size=1)``), with probability and label agreement against
+  fp32; then a 2048x2048 image and a 64x512x512 stack (overlap 0.5, Gaussian blend), each path in its own
+  process for its peak RSS: MONAI, segflow as shipped, the fastest segflow path within tolerance and
+  v0.1.0's defaults.
 - ``isbi``: ISBI 2012 test IoU of each prediction path, when a trained checkpoint is there.
 
 Every measurement runs in a child process (``--child``) so its peak RSS (``VmHWM``) is its own and one
@@ -60,20 +62,20 @@ SIZES = {
         "data_epochs": 4,
         "train": {
             # images, epochs (the first is a warm-up, not counted), rounds of the step sweep, segflow runs
-            2: {"images": (6, (512, 512)), "epochs": 4, "step_rounds": 3, "runs": ("shipped", "fast", "fast_w0", "shipped_w0")},
-            3: {"images": (2, (64, 128, 128)), "epochs": 3, "step_rounds": 1, "runs": ("fast",)},
+            2: {"images": (6, (512, 512)), "epochs": 4, "step_rounds": 3, "runs": ("shipped", "w1", "v010")},
+            3: {"images": (2, (64, 128, 128)), "epochs": 4, "step_rounds": 1, "runs": ("shipped",)},
         },
         "predict": {
             # sweep image and rounds; the issue's image and the passes of each path (one process each)
-            2: {"sweep": (768, 768), "rounds": 4, "shape": (2048, 2048), "passes": {"monai": 2, "shipped": 1, "best": 2}},
-            3: {"sweep": (64, 128, 128), "rounds": 2, "shape": (64, 512, 512), "passes": {"monai": 1, "best": 1}},
+            2: {"sweep": (768, 768), "rounds": 4, "shape": (2048, 2048), "passes": {"monai": 3, "shipped": 3, "best": 3, "v0.1.0": 1}},
+            3: {"sweep": (64, 128, 128), "rounds": 2, "shape": (64, 512, 512), "passes": {"monai": 1, "shipped": 1, "best": 1, "v0.1.0": 1}},
         },
     },
     "quick": {
         "data_epochs": 3,
         "train": {
-            2: {"images": (3, (512, 512)), "epochs": 3, "step_rounds": 1, "runs": ("shipped", "fast")},
-            3: {"images": (1, (64, 128, 128)), "epochs": 2, "step_rounds": 0, "runs": ("fast",)},
+            2: {"images": (3, (512, 512)), "epochs": 3, "step_rounds": 1, "runs": ("shipped", "w1")},
+            3: {"images": (1, (64, 128, 128)), "epochs": 2, "step_rounds": 0, "runs": ("shipped",)},
         },
         "predict": {
             2: {"sweep": (512, 512), "rounds": 3, "shape": (1024, 1024), "passes": {"monai": 1, "shipped": 1, "best": 1}},
@@ -133,6 +135,7 @@ def agreement(p: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def train_tree(ndim: int, data: Path, precision: str = "auto", workers: int = -1, epochs: int = 4) -> dict:
+    # precision 'auto' and workers -1 are segflow's defaults
     """The training benchmark's config: BiaPy's template (U-Net 16-256, ADAMW + one-cycle, flips and free
     rotations, z flips in 3D), validation off so that an epoch is training alone."""
     aug = {"ENABLE": True, "RANDOM_ROT": True, "VFLIP": True, "HFLIP": True, "AUG_SAMPLES": False}
@@ -209,7 +212,7 @@ def plain_loader(folder: Path, ndim: int):
 
 class PlainLoop:
     """The training baseline: a plain PyTorch loop over a default DataLoader (0 workers), with the same MONAI
-    network (``segflow.models.build_model``), loss (binary cross-entropy), AdamW and one-cycle schedule."""
+    network (``segflow.models.build_model``, in PyTorch's default layout), loss (binary cross-entropy), AdamW and one-cycle schedule."""
 
     def __init__(self, ndim: int, data: Path, epochs: int) -> None:
         import torch
@@ -221,7 +224,7 @@ class PlainLoop:
         self.cfg = build_config(train_tree(ndim, data, epochs=epochs))[0]
         with torch.random.fork_rng():  # leave the random state of a segflow run in the same process alone
             torch.manual_seed(0)
-            self.net = build_model(self.cfg)
+            self.net = build_model(self.cfg).to(memory_format=torch.contiguous_format)  # plain: PyTorch's default layout
         self.loader = plain_loader(data / "train", ndim)
         self.optimiser = torch.optim.AdamW(self.net.parameters(), lr=self.cfg.TRAIN.LR, weight_decay=self.cfg.TRAIN.W_DECAY)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimiser, max_lr=self.cfg.TRAIN.LR, total_steps=epochs * len(self.loader))
@@ -357,7 +360,8 @@ def child_segflow_train(a: dict) -> dict:
         state["setup_s"] = now() - state["t0"]
         state["workers"] = loader.num_workers
         state["precision"] = str(trainer.precision)
-        model.net.to(memory_format=layout(ndim, a["channels_last"]))
+        if a.get("channels_last") is not None:  # else as segflow builds it (channels-last)
+            model.net.to(memory_format=layout(ndim, a["channels_last"]))
         return fit()
 
     _, last = run_segflow_train(a, on_fit)
@@ -467,14 +471,15 @@ def child_data(a: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------- children: prediction
 PREDICT_VARIANTS = {
-    # name: (precision, channels_last, window batch; None = segflow's default, 2 x TRAIN.BATCH_SIZE)
-    "shipped": ("shipped", False, None),
+    # name: (precision, channels_last, window batch); None = as segflow ships it (the precision of the
+    # checkpoint's TRAIN.PRECISION, channels-last, inference.window_batch); "train2" = 2 x TRAIN.BATCH_SIZE
+    "shipped": (None, None, None),
+    "v0.1.0": ("fp32", False, "train2"),  # the previous release's defaults on the CPU
     "fp32 b1": ("fp32", False, 1),
     "fp32+cl": ("fp32", True, None),
     "bf16": ("bf16", False, None),
-    "bf16+cl": ("bf16", True, None),
-    "bf16+cl b4": ("bf16", True, 4),
     "bf16+cl b1": ("bf16", True, 1),
+    "bf16+cl batch 2x train": ("bf16", True, "train2"),
 }
 
 
@@ -482,14 +487,17 @@ def segflow_predictor(checkpoint: str, ndim: int, variant: str):
     """segflow's Predictor set up for a path: precision (Predictor.autocast), layout, window batch."""
     import torch
 
-    from segflow.inference import Predictor
+    from segflow.inference import Predictor, window_batch
 
     precision, cl, batch = PREDICT_VARIANTS[variant]
     p = Predictor.from_checkpoint(checkpoint, "cpu")
-    if precision != "shipped":
+    if precision is not None:
         p.autocast = torch.bfloat16 if precision == "bf16" else None
-    p.net.to(memory_format=layout(ndim, cl))
-    used = batch or (p.cfg.TEST.BATCH_SIZE if p.cfg.TEST.BATCH_SIZE > 0 else 2 * p.cfg.TRAIN.BATCH_SIZE)
+    if cl is not None:
+        p.net.to(memory_format=layout(ndim, cl))
+    if batch == "train2":
+        batch = 2 * p.cfg.TRAIN.BATCH_SIZE
+    used = batch or window_batch(p.cfg, p.device)
     return p, batch, {"batch": used, "autocast": str(p.autocast).replace("torch.", "")}
 
 
@@ -569,11 +577,11 @@ def child_isbi(a: dict) -> dict:
     import imageio.v3 as iio
     import torch
 
-    from segflow.inference import Predictor
+    from segflow.inference import Predictor, window_batch
 
     p = Predictor.from_checkpoint(a["checkpoint"], "cpu")
     shipped = str(p.autocast).replace("torch.", "")
-    default_batch = p.cfg.TEST.BATCH_SIZE if p.cfg.TEST.BATCH_SIZE > 0 else 2 * p.cfg.TRAIN.BATCH_SIZE
+    default_batch = window_batch(p.cfg, p.device)
     files = sorted((ISBI_DATA / "test" / "x").iterdir())
     pairs = [(iio.imread(f), iio.imread(ISBI_DATA / "test" / "y" / f.name)) for f in files]
     paths = {"fp32": (None, False, None), "fp32+cl": (None, True, None), "bf16": (torch.bfloat16, False, None), "bf16+cl": (torch.bfloat16, True, None), "bf16+cl b1": (torch.bfloat16, True, 1)}
@@ -642,15 +650,27 @@ class Suite:
     def section(self, title: str) -> None:
         self.rows.append(("section", title))
 
+    def compare(self, what: str, ours: list[float], base: list[float], fmt: str = "{:.2f}", higher_better: bool = True, paired: bool = True) -> None:
+        """A row from two lists of measurements: medians, noise and, when they were taken in turn, the median pair ratio."""
+        pairs = (by_pair(ours, base) if higher_better else by_pair(base, ours)) if paired else None
+        self.row(what, med(ours), med(base), fmt, higher_better=higher_better, noise=(spread(ours), spread(base)), pairs=pairs)
+
     def note(self, text: str) -> None:
         self.rows.append(("note", text))
 
-    def row(self, what: str, ours: Any, base: Any, fmt: str = "{:.2f}", higher_better: bool = True, noise: tuple = (None, None), ratio: bool = True) -> None:
+    def row(
+        self, what: str, ours: Any, base: Any, fmt: str = "{:.2f}", higher_better: bool = True, noise: tuple = (None, None), ratio: bool = True, pairs: list[float] | None = None
+    ) -> None:
+        """``pairs``: segflow-over-baseline ratios of measurements taken back to back; the ratio shown is then
+        their median (robust to the machine's load changing between pairs), else the ratio of the medians."""
+
         def show(v: Any) -> str:
             return "-" if v is None else v if isinstance(v, str) else fmt.format(v)
 
         r = "-"
-        if ratio and isinstance(ours, (int, float)) and isinstance(base, (int, float)) and ours and base:
+        if pairs:
+            r = f"{med(pairs):.2f}x"
+        elif ratio and isinstance(ours, (int, float)) and isinstance(base, (int, float)) and ours and base:
             r = f"{(ours / base if higher_better else base / ours):.2f}x"
         n = "/".join("-" if v is None else f"{100 * v:.0f}%" for v in noise)
         self.rows.append(("row", what, show(ours), show(base), r, n))
@@ -683,16 +703,16 @@ class Suite:
             common = dict(ndim=ndim, data=str(self.work / f"data{ndim}d"), epochs=epochs)
             runs = {"shipped": self.child("data", name="segflow + plain", **common)}
             if self.mode == "full":
-                runs["w0"] = self.child("data", name="segflow 0 workers + plain", workers=0, **common)
+                runs["w1"] = self.child("data", name="segflow 1 worker + plain", workers=1, **common)
             self.results[f"data{ndim}d"] = runs
             self.section(
                 f"data pipeline alone, {ndim}D {'x'.join(map(str, PATCH[ndim]))} patches, disk to tensor with flips + rotation, median of {epochs - 1} epochs, "
                 "in turn with the baseline: TIFF read per patch, MONAI's transforms, default DataLoader"
             )
-            for key, label in (("shipped", "as shipped"), ("w0", "with 0 workers")):
+            for key, label in (("shipped", "as shipped"), ("w1", "with 1 worker")):
                 r = runs.get(key)
                 if r:
-                    self.row(f"patches/s, segflow train()'s loader {label} ({r['workers']} worker(s))", med(r["rates"]), med(r["plain"]), "{:.1f}", noise=(spread(r["rates"]), spread(r["plain"])))
+                    self.row(f"patches/s, segflow train()'s loader {label} ({r['workers']} worker(s))", med(r["rates"]), med(r["plain"]), "{:.1f}", noise=(spread(r["rates"]), spread(r["plain"])), pairs=by_pair(r["rates"], r["plain"]))
 
     # ------------------------------------------------------------------ training
     def train_section(self, ndim: int) -> None:
@@ -702,18 +722,15 @@ class Suite:
         common = dict(ndim=ndim, data=data, epochs=epochs)
         ckpt = str(self.work / f"model{ndim}d.ckpt")
         matrix = self.child("step_matrix", name="step sweep", rounds=conf["step_rounds"], **common) if conf["step_rounds"] else None
-        # The path to measure against the shipped one: the fastest step that agrees with fp32 (else 2D's choice).
-        fast = self.results.get("train2d", {}).get("fast_name", "bf16+cl")
+        # The fastest step that agrees with fp32: what the shipped defaults should be.
+        fast = None
         if matrix:
             ok = {k: med(v["seconds"]) for k, v in matrix["variants"].items() if v["finite"] and v["loss_rel"] <= LOSS_RTOL and v["grad_cosine"] >= GRAD_COSINE_MIN}
             fast = min(ok, key=ok.get) if ok else "fp32"
-        bf16, cl = fast.startswith("bf16"), fast.endswith("+cl")
-        fast_args = dict(precision="bf16" if bf16 else "32", channels_last=cl)
         plans = {
-            "shipped": dict(name="as shipped + plain loop", channels_last=False, evaluate=True, pair=True),
-            "fast": dict(name=f"{fast} + plain loop", evaluate=True, pair=True, **fast_args),
-            "fast_w0": dict(name=f"{fast}, 0 workers", workers=0, **fast_args),
-            "shipped_w0": dict(name="as shipped, 0 workers", channels_last=False, workers=0),
+            "shipped": dict(name="as shipped + plain loop", evaluate=True, pair=True),
+            "w1": dict(name="as shipped but 1 worker + plain loop", workers=1, pair=True),
+            "v010": dict(name="v0.1.0 defaults + plain loop", precision="32", channels_last=False, workers=1, pair=True, evaluate=True),
         }
         runs = {}
         for key in conf["runs"]:
@@ -740,41 +757,32 @@ class Suite:
                     matrix["patches"] / med(ref),
                     "{:.2f}",
                     noise=(spread(v["seconds"]), spread(ref)),
+                    pairs=by_pair(ref, v["seconds"]),
                 )
         self.note(
             f"whole epochs of segflow.training.train (data loading and augmentation included), median of {epochs - 1} after a warm-up one, "
-            "each segflow epoch followed by one of the plain loop in the same process"
+            "each segflow epoch followed by one of the plain loop in the same process (the ratio: median of these epoch pairs)"
         )
-        labels = {"shipped": "segflow as shipped", "fast": f"segflow {fast}", "fast_w0": f"segflow {fast}, 0 workers", "shipped_w0": "segflow as shipped, 0 workers"}
-        for key in ("shipped", "fast"):
+        labels = {"shipped": "segflow as shipped", "w1": "segflow as shipped but 1 worker", "v010": "segflow v0.1.0 defaults (fp32, contiguous, 1 worker)"}
+        for key in ("shipped", "w1", "v010"):
             r = runs.get(key)
             if not r:
                 continue
-            ours, theirs = rates(r, "steps_s"), rates(r["plain"], "steps_s")
-            self.row(f"patches/s, {labels[key]} ({r['precision']}, {r['workers']} worker(s))", med(ours), med(theirs), "{:.2f}", noise=(spread(ours), spread(theirs)))
-            ours, theirs = [e["epoch_s"] for e in r["epochs"]], [e["epoch_s"] for e in r["plain"]["epochs"]]
-            self.row(f"  s/epoch, {labels[key]}, with train()'s checkpoints and log", med(ours), med(theirs), "{:.2f}", higher_better=False, noise=(spread(ours), spread(theirs)))
-        if any(k.endswith("_w0") for k in runs):
-            self.note("starvation: the same segflow run with train()'s 1 worker against 0 workers (baseline column), and the time each step waited for its batch")
-        for key in ("shipped", "fast"):
-            r, r0 = runs.get(key), runs.get(f"{key}_w0")
-            if r and r0:
-                ours, theirs = rates(r, "steps_s"), rates(r0, "steps_s")
-                self.row(f"patches/s, {labels[key]}: {r['workers']} worker vs 0 workers", med(ours), med(theirs), "{:.2f}", noise=(spread(ours), spread(theirs)))
-            for run, workers in ((r0, 0), (r, 1)):
-                if run:
-                    w = [e["wait"] for e in run["epochs"]]
-                    bw = [e["wait"] for e in run["plain"]["epochs"]] if "plain" in run else None
-                    share = 100 * med(w) / med([e["steps_s"] for e in run["epochs"]])
-                    self.row(
-                        f"  data wait s/epoch, {labels[key]}, {run['workers']} worker(s): {share:.0f}% of its epoch" + (" (baseline: the plain loop's)" if bw else ""),
-                        med(w),
-                        med(bw) if bw else None,
-                        "{:.2f}",
-                        higher_better=False,
-                        noise=(spread(w), spread(bw) if bw else None),
-                    )
-        for key in ("shipped", "fast"):
+            self.compare(f"patches/s, {labels[key]} ({r['precision']}, {r['workers']} worker(s))", rates(r, "steps_s"), rates(r["plain"], "steps_s"))
+            self.compare(f"  s/epoch, {labels[key]}, with train()'s checkpoints and log", *([e["epoch_s"] for e in x["epochs"]] for x in (r, r["plain"])), higher_better=False)
+        r0, r1 = runs.get("shipped"), runs.get("w1")
+        if r0 and r1:
+            self.note("starvation: the shipped 0 workers against 1 worker, each run as a multiple of its own plain epochs; and the time steps wait for their batch")
+            zero = med(by_pair(rates(r0, "steps_s"), rates(r0["plain"], "steps_s")))
+            one = med(by_pair(rates(r1, "steps_s"), rates(r1["plain"], "steps_s")))
+            self.row("x plain loop, segflow as shipped: 0 workers vs 1 worker (baseline column)", zero, one, "{:.2f}")
+        for run in (r0, r1):
+            if run:
+                w, bw = [e["wait"] for e in run["epochs"]], [e["wait"] for e in run["plain"]["epochs"]]
+                share = 100 * med(w) / med([e["steps_s"] for e in run["epochs"]])
+                what = f"  data wait s/epoch, segflow as shipped, {run['workers']} worker(s): {share:.0f}% of its epoch (baseline: the plain loop's, 0 workers)"
+                self.compare(what, w, bw, higher_better=False, paired=False)
+        for key in ("shipped", "v010"):
             r = runs.get(key)
             if r and "iou" in r:
                 self.row(f"synthetic test IoU after {epochs} epochs, {labels[key]} vs the plain loop (indicative: few steps)", r["iou"], r["plain"]["iou"], "{:.3f}", ratio=False)
@@ -800,7 +808,7 @@ class Suite:
         if not ckpt.is_file():
             self.untrained_checkpoint(ndim, str(ckpt))
         unit = "Mpx/s" if ndim == 2 else "Mvox/s"
-        variants = [v for v in PREDICT_VARIANTS if not (ndim == 3 and v == "bf16+cl b4")]
+        variants = list(PREDICT_VARIANTS)
         rounds = conf["rounds"]
         sweep = self.child(
             "predict_sweep", name="sweep", ndim=ndim, image=str(self.work / f"sweep{ndim}d.npy"), mask=str(self.work / f"sweep{ndim}d_mask.npy"), checkpoint=str(ckpt), rounds=rounds, variants=variants
@@ -827,6 +835,7 @@ class Suite:
                     sweep["voxels"] / med(base) / 1e6,
                     "{:.3f}",
                     noise=(spread(r["seconds"]), spread(base)),
+                    pairs=by_pair(base, r["seconds"]),
                 )
             m = sweep["monai_vs_segflow"]
             self.row(
@@ -862,8 +871,15 @@ class Suite:
         for name, r in e2e.items():
             if name == "monai" or not (r and base):
                 continue
-            label = f"segflow {name} (autocast {r['autocast']}, batch {r['batch']})" + (", the fastest path within tolerance" if name == best else "")
-            self.row(f"{unit}, {label}, {len(r['seconds'])} vs {len(base['seconds'])} pass(es)", r["voxels"] / med(r["seconds"]) / 1e6, base["voxels"] / med(base["seconds"]) / 1e6, "{:.3f}", noise=(spread(r["seconds"]), spread(base["seconds"])))
+            label = f"segflow {name} (autocast {r['autocast']}, batch {r['batch']})" + (", the fastest path within tolerance" if name == best else "") + (" (fp32, contiguous, 2 x train batch)" if name == "v0.1.0" else "")
+            self.row(
+                f"{unit}, {label}, {len(r['seconds'])} vs {len(base['seconds'])} pass(es)",
+                r["voxels"] / med(r["seconds"]) / 1e6,
+                base["voxels"] / med(base["seconds"]) / 1e6,
+                "{:.3f}",
+                noise=(spread(r["seconds"]), spread(base["seconds"])),
+                pairs=by_pair(base["seconds"], r["seconds"]),
+            )
             self.row(f"  peak RSS MiB, segflow {name}", r["VmHWM"], base["VmHWM"], "{:.0f}", higher_better=False)
             self.row(f"  RSS growth while predicting MiB, segflow {name}", r["VmHWM"] - r["rss_before"], base["VmHWM"] - base["rss_before"], "{:.0f}", higher_better=False)
             self.row(f"  synthetic test IoU, segflow {name}", r["iou"], base["iou"], "{:.4f}", ratio=False)
@@ -896,24 +912,34 @@ class Suite:
         out = []
         for ndim in (2, 3):
             t = self.results.get(f"train{ndim}d")
-            if t and t.get("fast"):
-                fast = med(rates(t["fast"], "steps_s")) / med(rates(t["fast"]["plain"], "steps_s"))
-                line = f"{ndim}D training: fastest step within tolerance is {t['fast_name']}: {fast:.2f}x the plain loop"
-                if t.get("shipped"):
-                    shipped = med(rates(t["shipped"], "steps_s")) / med(rates(t["shipped"]["plain"], "steps_s"))
-                    line += f"; segflow as shipped: {shipped:.2f}x the plain loop (each against its own paired plain epochs)"
+            if t and t.get("shipped"):
+                x = {k: med(by_pair(rates(t[k], "steps_s"), rates(t[k]["plain"], "steps_s"))) for k in ("shipped", "w1", "v010") if t.get(k)}
+                line = f"{ndim}D training: segflow as shipped ({t['shipped']['precision']}, {t['shipped']['workers']} worker(s)) is {x['shipped']:.2f}x the plain loop"
+                if t.get("fast_name"):
+                    line += f"; the fastest step within tolerance is {t['fast_name']}"
+                if "w1" in x:
+                    line += f"; with 1 worker {x['w1']:.2f}x"
+                if "v010" in x:
+                    line += f"; v0.1.0's defaults {x['v010']:.2f}x"
                 out.append(line)
         for ndim in (2, 3):
             pr = self.results.get(f"predict{ndim}d")
             if not pr or not pr.get("sweep"):
                 continue
             v = pr["sweep"]["variants"]
-            base = med(v["monai"]["seconds"])
             best = pr["best"]
+
+            def x(a: str, b: str) -> float:
+                return med(by_pair(v[b]["seconds"], v[a]["seconds"]))
+
             out.append(
                 f"{ndim}D prediction: fastest path within tolerance (labels agree >= {100 * LABEL_AGREEMENT_MIN:.0f}% with fp32, IoU within {ISBI_IOU_TOLERANCE}) is {best}: "
-                f"{base / med(v[best]['seconds']):.2f}x MONAI, {med(v['shipped']['seconds']) / med(v[best]['seconds']):.2f}x segflow as shipped ({base / med(v['shipped']['seconds']):.2f}x MONAI)"
+                f"{x(best, 'monai'):.2f}x MONAI, {x(best, 'shipped'):.2f}x segflow as shipped ({x('shipped', 'monai'):.2f}x MONAI)"
             )
+            e2e = pr.get("e2e") or {}
+            if e2e.get("shipped") and e2e.get(best) and best != "shipped":
+                grow = {k: e2e[k]["VmHWM"] - e2e[k]["rss_before"] for k in ("shipped", best)}
+                out.append(f"{ndim}D prediction memory: RSS growth while predicting {grow['shipped']:.0f} MiB as shipped (batch {e2e['shipped']['batch']}), {grow[best]:.0f} MiB for {best}")
         isbi = self.results.get("isbi")
         if isbi:
             v = isbi["variants"]
@@ -923,7 +949,12 @@ class Suite:
 
     def table(self, header: str) -> str:
         width = max([len(r[1]) for r in self.rows if r[0] == "row"] + [80])
-        lines = [header, f"{'what':<{width}}  {'segflow':>9}  {'baseline':>9}  {'ratio':>7}  {'noise s/b':>9}"]
+        lines = [
+            header,
+            "ratio: segflow over baseline, > 1 = segflow better (faster, smaller); where the two were measured in turn, the median of the "
+            "back-to-back pairs. noise s/b: (max - min) / median of the segflow / baseline figure.",
+            f"{'what':<{width}}  {'segflow':>9}  {'baseline':>9}  {'ratio':>7}  {'noise s/b':>9}",
+        ]
         for r in self.rows:
             if r[0] == "section":
                 lines.append(f"== {r[1]}")
@@ -933,6 +964,11 @@ class Suite:
                 _, what, ours, base, ratio, noise = r
                 lines.append(f"{what:<{width}}  {ours:>9}  {base:>9}  {ratio:>7}  {noise:>9}")
         return "\n".join(lines)
+
+
+def by_pair(ours: list[float], base: list[float]) -> list[float]:
+    """Ratios of measurements taken back to back (pass i of one path against pass i of the other)."""
+    return [o / b for o, b in zip(ours, base) if b]
 
 
 def rates(run: dict, key: str) -> list[float]:

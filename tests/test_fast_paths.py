@@ -3,7 +3,9 @@
 - batched windows (``predict_windows``) equal MONAI's ``sliding_window_inference`` with one window at a
   time, exactly when both use the same blending weights, and closely with MONAI's own Gaussian map;
 - bfloat16 autocast agrees with fp32 within bfloat16 tolerance (probabilities and labels);
-- ``channels_last`` equals the contiguous layout within fp32 tolerance, in prediction and in a training step.
+- ``channels_last`` equals the contiguous layout within fp32 tolerance, in prediction and in a training step;
+- a bf16 training step stays close to fp32; one known torch CPU bug (bf16 Conv3d weight gradients on inputs
+  2 deep) is kept as an expected failure, so that it shows when a torch upgrade fixes it.
 
 ``bench/suite.py`` measures how much faster each path is; these tests keep them correct.
 """
@@ -19,7 +21,7 @@ from scipy import ndimage
 from segflow.config import build_config
 from segflow.data import Normalizer
 from segflow.inference import Predictor, gaussian_1d, predict_windows
-from segflow.models import build_model
+from segflow.models import build_model, memory_format
 from segflow.training import SegModel
 
 CASES = {
@@ -55,42 +57,27 @@ def separable_weight(patch: tuple[int, ...]) -> torch.Tensor:
     return weight[None, None]
 
 
-def channels_last(ndim: int) -> torch.memory_format:
-    return torch.channels_last if ndim == 2 else torch.channels_last_3d
-
-
 @pytest.mark.parametrize("ndim", ["2D", "3D"])
 def test_batched_windows_equal_monai_one_window_at_a_time(ndim):
     net, cfg = small_net(ndim)
     _, shape, overlap = CASES[ndim]
     patch = cfg.spatial_patch
     image = smooth_image(shape)
+    x = torch.from_numpy(image)[None, None]
     with torch.inference_mode():
         ours = predict_windows(image[..., None], net, patch, overlap, batch_size=5)
         # MONAI with segflow's weight map: the same windows, the same blend, one window per forward pass.
-        monai = sliding_window_inference(
-            torch.from_numpy(image)[None, None], patch, 1, net, overlap=overlap, mode="gaussian", roi_weight_map=separable_weight(patch)
-        )[0].numpy()
-    assert ours.shape == monai.shape == (1, *shape)
-    np.testing.assert_allclose(ours, monai, rtol=1e-5, atol=2e-5)
-
-
-@pytest.mark.parametrize("ndim", ["2D", "3D"])
-def test_blend_is_close_to_monai_default_gaussian(ndim):
-    """MONAI clamps the product of its 1D Gaussians at 1e-3, segflow each 1D Gaussian: the blends differ only
-    where every covering window is near its own border, i.e. along the image border; inside they agree."""
-    net, cfg = small_net(ndim)
-    _, shape, overlap = CASES[ndim]
-    patch = cfg.spatial_patch
-    image = smooth_image(shape)
-    with torch.inference_mode():
-        ours = torch.sigmoid(torch.from_numpy(predict_windows(image[..., None], net, patch, overlap, batch_size=4))).numpy()
-        monai = torch.sigmoid(
-            sliding_window_inference(torch.from_numpy(image)[None, None], patch, 1, net, overlap=overlap, mode="gaussian")[0]
-        ).numpy()
+        same = sliding_window_inference(x, patch, 1, net, overlap=overlap, mode="gaussian", roi_weight_map=separable_weight(patch))[0].numpy()
+        # MONAI's own Gaussian map: it clamps the product of the 1D Gaussians at 1e-3 where segflow clamps each
+        # 1D Gaussian, so the blends differ only where every covering window is near its own border, i.e.
+        # along the image border.
+        default = sliding_window_inference(x, patch, 1, net, overlap=overlap, mode="gaussian")[0].numpy()
+    assert ours.shape == same.shape == (1, *shape)
+    np.testing.assert_allclose(ours, same, rtol=1e-5, atol=2e-5)
+    ours, default = (1 / (1 + np.exp(-v)) for v in (ours, default))
     inside = (slice(None), *(slice(p // 2, s - p // 2) for p, s in zip(patch, shape)))
-    assert np.abs(ours - monai)[inside].max() < 2e-3
-    assert np.abs(ours - monai).mean() < 5e-3
+    assert np.abs(ours - default)[inside].max() < 2e-3
+    assert np.abs(ours - default).mean() < 5e-3
 
 
 def predictor(ndim: str, seed: int = 0) -> Predictor:
@@ -115,11 +102,13 @@ def test_bf16_autocast_agrees_with_fp32(ndim, shape):
 @pytest.mark.parametrize(("ndim", "shape"), [("2D", (80, 70)), ("3D", (12, 36, 30))])
 def test_channels_last_prediction_equals_contiguous(ndim, shape):
     p = predictor(ndim)
+    conv = next(m for m in p.net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    assert conv.weight.is_contiguous(memory_format=memory_format(len(shape)))  # segflow builds networks channels-last
     image = (smooth_image(shape, seed=2) * 255).astype(np.uint8)
-    plain = p.predict(image, overlap=[0.5] * len(shape), batch_size=3)
-    p.net.to(memory_format=channels_last(len(shape)))
-    assert p.net.input_block.conv1.conv.weight.is_contiguous(memory_format=channels_last(len(shape)))
     fast = p.predict(image, overlap=[0.5] * len(shape), batch_size=3)
+    p.net.to(memory_format=torch.contiguous_format)
+    assert conv.weight.is_contiguous()
+    plain = p.predict(image, overlap=[0.5] * len(shape), batch_size=3)
     np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5)
 
 
@@ -127,43 +116,71 @@ def test_channels_last_prediction_equals_contiguous(ndim, shape):
 TRAIN_PATCH = {"2D": "(32, 32, 1)", "3D": "(16, 16, 16, 1)"}
 
 
-def training_step(ndim: str, memory_format: torch.memory_format, autocast: bool, patch: str | None = None) -> tuple[float, torch.Tensor]:
-    """Loss and flattened gradient of one SegModel step on a fixed batch of two patches."""
+def training_step(ndim: str, layout: torch.memory_format, autocast: bool, patch: str | None = None) -> tuple[float, dict[str, torch.Tensor]]:
+    """Loss and gradients (per parameter) of one SegModel step on a fixed batch of two patches."""
     cfg = config(ndim, patch or TRAIN_PATCH[ndim])
     torch.manual_seed(0)
     model = SegModel(cfg.model_dump(mode="json"))
-    model.net.to(memory_format=memory_format)
-    patch = cfg.spatial_patch
-    x = torch.from_numpy(np.stack([smooth_image(patch, seed=s)[None] for s in range(2)]))
+    model.net.to(memory_format=layout)
+    x = torch.from_numpy(np.stack([smooth_image(cfg.spatial_patch, seed=s)[None] for s in range(2)]))
     y = (x > 0.5).long()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         logits = model(x)
     loss = model.loss_fn(logits.float(), y)
     loss.backward()
-    grad = torch.cat([p.grad.reshape(-1) for p in model.net.parameters() if p.grad is not None])
-    return float(loss.detach()), grad
+    return float(loss.detach()), {n: p.grad.clone() for n, p in model.net.named_parameters() if p.grad is not None}
+
+
+def cosine(grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
+    """Cosine similarity of two whole gradients."""
+    flat, flat_ref = (torch.cat([g[n].reshape(-1) for n in ref]) for g in (grads, ref))
+    return float(torch.nn.functional.cosine_similarity(flat, flat_ref, dim=0))
 
 
 @pytest.mark.parametrize("ndim", ["2D", "3D"])
 def test_training_step_fast_paths(ndim):
-    loss, grad = training_step(ndim, torch.contiguous_format, autocast=False)
-    cl_loss, cl_grad = training_step(ndim, channels_last(int(ndim[0])), autocast=False)
+    loss, grads = training_step(ndim, torch.contiguous_format, autocast=False)
+    cl_loss, cl_grads = training_step(ndim, memory_format(int(ndim[0])), autocast=False)
     assert cl_loss == pytest.approx(loss, rel=1e-5)
-    torch.testing.assert_close(cl_grad, grad, rtol=1e-3, atol=1e-5)
-    for memory_format in (torch.contiguous_format, channels_last(int(ndim[0]))):
-        bf_loss, bf_grad = training_step(ndim, memory_format, autocast=True)
+    for name in grads:
+        torch.testing.assert_close(cl_grads[name], grads[name], rtol=1e-3, atol=1e-5)
+    for layout in (torch.contiguous_format, memory_format(int(ndim[0]))):
+        bf_loss, bf_grads = training_step(ndim, layout, autocast=True)
         assert bf_loss == pytest.approx(loss, rel=2e-2)
+        assert all(torch.isfinite(g).all() for g in bf_grads.values())
         # A 4-channel network has few terms per gradient entry to average bfloat16 rounding over.
-        assert torch.isfinite(bf_grad).all()
-        assert torch.nn.functional.cosine_similarity(bf_grad, grad, dim=0) > 0.98
+        assert cosine(bf_grads, grads) > 0.98
 
 
-@pytest.mark.xfail(reason="torch 2.13 CPU (oneDNN) bug: bf16 Conv3d weight gradients are wrong when a level is 2 deep "
-                   "and the batch holds 2 or more patches; bf16 training must not be a default for such 3D patches", strict=False)
-def test_bf16_3d_training_step_with_a_level_two_deep():
-    """Patch depth 8 with 3 levels gives depths 8, 4, 2: the bottleneck convolutions are 2 deep."""
-    _, grad = training_step("3D", torch.contiguous_format, autocast=False, patch="(8, 16, 16, 1)")
-    for _ in range(3):  # wrong in most draws, sometimes non-finite
-        _, bf_grad = training_step("3D", torch.contiguous_format, autocast=True, patch="(8, 16, 16, 1)")
-        assert torch.isfinite(bf_grad).all()
-        assert torch.nn.functional.cosine_similarity(bf_grad, grad, dim=0) > 0.98
+def conv3d_weight_grad_error(shape: tuple[int, int, int], layout: torch.memory_format = torch.contiguous_format, batch: int = 2, channels: int = 16) -> float:
+    """Relative error of a Conv3d's bf16-autocast weight gradient against fp32, on inputs of ``shape``."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(memory_format=layout)
+    x = torch.randn(batch, channels, *shape).to(memory_format=layout)
+    g = torch.randn(batch, channels, *shape)
+    (conv(x) * g).sum().backward()
+    ref = conv.weight.grad.clone()
+    conv.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    (y.float() * g).sum().backward()
+    err = float((conv.weight.grad - ref).norm() / ref.norm())
+    return err if np.isfinite(err) else float("inf")
+
+
+LAYOUTS = [torch.contiguous_format, torch.channels_last_3d]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 8), (4, 8, 8), (8, 2, 8), (8, 8, 2)])
+def test_bf16_conv3d_weight_gradient(shape, layout):
+    """Only a depth of 2 is hit (segflow.training.precision avoids exactly that), not 2 along y or x."""
+    assert conv3d_weight_grad_error(shape, layout) < 0.02  # bfloat16 rounding: about 0.3%
+
+
+@pytest.mark.xfail(reason="torch 2.13 CPU (oneDNN) bug: the bf16 Conv3d weight gradient is wrong (about 90% off, "
+                   "sometimes not finite) for inputs 2 deep with 2 or more patches a batch: 3D U-Nets whose patch depth "
+                   "halves to 2 at some level must not train in bf16 on the CPU", strict=False)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bf16_conv3d_weight_gradient_two_deep(layout):
+    assert conv3d_weight_grad_error((2, 8, 8), layout) < 0.02

@@ -16,7 +16,7 @@ from segflow.config import build_config
 from segflow.data import Normalizer
 from segflow.errors import SegflowError
 from segflow.images import read_image
-from segflow.inference import Predictor, gaussian_1d, predict_windows, tta_views
+from segflow.inference import Predictor, gaussian_1d, predict_windows, tta_views, window_batch
 from segflow.paths import RunPaths
 from segflow.postprocess import apply_median_filters, median_filters
 from segflow.testphase import run_test
@@ -231,3 +231,14 @@ def test_stitching_memory_is_output_plus_bounded_buffer():
     tracemalloc.stop()
     window_buffers = 8 * 128 * 128 * 4 * 4  # a batch of windows, a few copies of it
     assert peak < out_bytes + window_buffers + 2**20
+
+
+@pytest.mark.parametrize(("ndim", "patch", "cpu"), [("2D", "(256, 256, 1)", 4), ("2D", "(512, 512, 1)", 1), ("2D", "(32, 32, 1)", 256), ("3D", "(64, 64, 64, 1)", 1)])
+def test_window_batch_holds_a_fixed_number_of_voxels_on_the_cpu(ndim, patch, cpu):
+    """TEST.BATCH_SIZE -1: on the CPU a batch holds about 2**18 pixels/voxels (bench/README.md: the fastest);
+    on a GPU twice the training batch; a set TEST.BATCH_SIZE always wins."""
+    cfg = build_config({"PROBLEM": {"NDIM": ndim}, "DATA": {"PATCH_SIZE": patch}, "TRAIN": {"BATCH_SIZE": 6}})[0]
+    assert window_batch(cfg, torch.device("cpu")) == cpu
+    assert window_batch(cfg, torch.device("cuda")) == 12
+    cfg.TEST.BATCH_SIZE = 3
+    assert window_batch(cfg, torch.device("cpu")) == window_batch(cfg, torch.device("cuda")) == 3

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +16,10 @@ import torch
 from conftest import tiny_config, write_yaml
 from segflow.config import build_config
 from segflow.errors import SegflowError
-from segflow.inference import Predictor
-from segflow.training import SegModel, precision, resolve_devices
+from segflow.inference import Predictor, cpu_bf16_native
+from segflow.schema import Config
+from segflow.patches import PatchDataset
+from segflow.training import EpochLog, SegModel, num_workers, precision, resolve_devices
 
 
 def _run(cli, tmp_path: Path, cfg: dict, *extra: str, name: str = "t", run_id: str = "1") -> tuple[int, str, str]:
@@ -47,7 +52,8 @@ def test_run_writes_biapy_result_tree_and_full_checkpoints(cli, tmp_path, data2d
 
     rows = _log(tmp_path)
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "time", "lr", "loss", "IoU", "val_loss", "val_IoU"]
+    assert list(rows[0]) == ["epoch", "time", "data_wait", "lr", "loss", "IoU", "val_loss", "val_IoU"]
+    assert all(0 <= float(r["data_wait"]) < float(r["time"]) for r in rows)
     assert all(0 <= float(r["val_IoU"]) <= 1 and float(r["loss"]) > 0 for r in rows)
 
     ckpt = torch.load(root / "checkpoints" / "t_1-checkpoint-last.pth", map_location="cpu", weights_only=True)
@@ -72,8 +78,9 @@ def test_run_ids_never_overwrite_and_a_finished_run_is_not_retrained(cli, tmp_pa
     code, out, _ = _run(cli, tmp_path, cfg)
     assert code == 0 and "already finished" in out
     assert first.read_bytes() == before
+    written = first.stat().st_mtime_ns
     assert _run(cli, tmp_path, cfg, "--overwrite")[0] == 0
-    assert first.read_bytes() != before
+    assert first.stat().st_mtime_ns != written  # trained and written again (deterministic: maybe the same bytes)
     code, _, err = _run(cli, tmp_path, cfg, "--resume", run_id="7")
     assert code == 2 and "no checkpoint" in err
 
@@ -150,12 +157,58 @@ def test_optimizers(name, cls, data2d):
     assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.003
 
 
-def test_precision_and_devices():
-    assert precision("auto", "cpu") == "32-true"
-    assert precision("bf16", "gpu") == "bf16-mixed"
-    assert precision("16", "gpu") == "16-mixed"
+def _cfg(precision_: str, ndim: str = "2D", patch: str = "(32, 32, 1)", levels: int = 3) -> Config:
+    return build_config({"PROBLEM": {"NDIM": ndim}, "DATA": {"PATCH_SIZE": patch}, "MODEL": {"FEATURE_MAPS": [4, 8, 16, 32][:levels]}, "TRAIN": {"PRECISION": precision_}})[0]
+
+
+def test_precision_and_devices(capsys):
+    assert precision(_cfg("32"), "cpu") == "32-true"
+    # 'auto' on the CPU is bf16 exactly where the CPU has native bfloat16 (bench/README.md: about 2x faster).
+    assert precision(_cfg("auto"), "cpu") == ("bf16-mixed" if cpu_bf16_native() else "32-true")
+    assert precision(_cfg("bf16"), "cpu") == "bf16-mixed"
+    assert precision(_cfg("bf16"), "gpu") == "bf16-mixed"
+    assert precision(_cfg("16"), "gpu") == "16-mixed"
+    # A 3D network whose bottleneck is 2 deep (8 -> 4 -> 2) would get wrong bf16 gradients from torch's CPU
+    # Conv3d (tests/test_fast_paths.py): it trains in fp32, with a warning when bf16 was asked for.
+    assert precision(_cfg("auto", "3D", "(8, 16, 16, 1)"), "cpu") == "32-true"
+    assert capsys.readouterr().out == ""
+    assert precision(_cfg("bf16", "3D", "(8, 16, 16, 1)"), "cpu") == "32-true"
+    assert "2 voxels deep" in capsys.readouterr().out
+    assert precision(_cfg("bf16", "3D", "(16, 16, 16, 1)"), "cpu") == "bf16-mixed"  # 16 -> 8 -> 4
+    assert precision(_cfg("auto", "3D", "(16, 16, 16, 1)", levels=4), "cpu") == "32-true"  # 16 -> 8 -> 4 -> 2
+    assert precision(_cfg("bf16", "3D", "(8, 16, 16, 1)"), "gpu") == "bf16-mixed"
     assert resolve_devices("cpu", "auto") == ("cpu", 1)
     assert resolve_devices(None, "cpu") == ("cpu", 1)
     if not torch.cuda.is_available():
         with pytest.raises(SegflowError, match="--gpu 3: this machine has no CUDA GPU"):
             resolve_devices("3", "auto")
+
+
+def test_workers_default_to_none_on_the_cpu_and_spare_cores_on_a_gpu():
+    """bench/README.md: on the CPU a worker process competes with the network for the cores."""
+    assert num_workers(-1, "cpu") == 0
+    assert num_workers(-1, "gpu") == max(0, min(4, (os.cpu_count() or 1) - 1))
+    assert num_workers(2, "cpu") == num_workers(2, "gpu") == 2
+
+
+def test_waiting_for_data_is_logged_and_warned_once(cli, tmp_path, data2d, monkeypatch):
+    """NIST's "input queue starvation": every patch takes 30 ms to load, so the steps of this tiny network
+    spend most of each epoch waiting; the log has the seconds and one warning says what to change."""
+    delay = 0.03
+    get = PatchDataset.__getitem__
+
+    def slow(self: PatchDataset, index: int) -> dict:
+        time.sleep(delay)
+        return get(self, index)
+
+    monkeypatch.setattr(PatchDataset, "__getitem__", slow)
+    monkeypatch.setattr(EpochLog, "STARVED_MIN_S", 0.0)  # the epochs of this test are short
+    code, out, err = _run(cli, tmp_path, tiny_config(data2d, TRAIN={"EPOCHS": 3}, TEST={"ENABLE": False}))
+    assert code == 0, err
+    patches = int(re.search(r"(\d+) patches per epoch", out).group(1))
+    rows = _log(tmp_path)
+    assert len(rows) == 3
+    for r in rows:
+        assert delay * patches <= float(r["data_wait"]) < float(r["time"])
+    assert out.count("for data, so loading and augmenting patches, not the network, sets the speed") == 1
+    assert re.search(r"warning: epoch 1: training waited [\d.]+ s of [\d.]+ s \(\d+%\) for data.*raise SYSTEM.NUM_WORKERS \(now 0;", out)

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--tta", action="store_true", help="test-time augmentation: average 8 flips/rotations (16 in 3D)")
     pred.add_argument("--probabilities", action="store_true", help="write float32 probabilities instead of class labels")
     pred.add_argument("--overlap", type=float, default=None, help="window overlap fraction in [0, 1) (default: the model's DATA.TEST settings)")
-    pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
+    pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: TEST.BATCH_SIZE of the model, -1 = the device's best: about 262,144 pixels a batch on the CPU)")
     pred.add_argument("--gpu", default=None, help="GPU id such as 0, or 'cpu' (default: a GPU when present)")
 
     sub.add_parser("reference", help="print the configuration reference (Markdown) generated from the schema")

@@ -6,6 +6,8 @@ downsampling, any depth, anisotropic strides), without and with residual blocks.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from monai.networks.nets import AttentionUnet, DynUNet
 
@@ -23,17 +25,35 @@ def strides(cfg: Config) -> list[tuple[int, ...] | int]:
     return [(int(z), 2, 2) for z in cfg.MODEL.Z_DOWN]
 
 
+def _axis_strides(cfg: Config) -> list[tuple[int, ...]]:
+    """Each level's downsampling, one factor per spatial axis."""
+    return [(s,) * cfg.ndim if isinstance(s, int) else tuple(int(v) for v in s) for s in strides(cfg)]
+
+
 def divisor(cfg: Config) -> tuple[int, ...]:
     """What every input size must be a multiple of, per spatial axis."""
-    total = [1] * cfg.ndim
-    for s in strides(cfg):
-        per_axis = (s,) * cfg.ndim if isinstance(s, int) else s
-        total = [t * int(v) for t, v in zip(total, per_axis)]
-    return tuple(total)
+    return tuple(math.prod(axis) for axis in zip(*_axis_strides(cfg)))
+
+
+def level_shapes(cfg: Config) -> list[tuple[int, ...]]:
+    """The patch's spatial size at each level of the network, from the input down to the bottleneck."""
+    shapes = [tuple(cfg.spatial_patch)]
+    for step in _axis_strides(cfg):
+        shapes.append(tuple(size // v for size, v in zip(shapes[-1], step)))
+    return shapes
+
+
+def memory_format(ndim: int) -> torch.memory_format:
+    """Channels-last layout: faster convolutions with oneDNN on the CPU and tensor cores on GPUs (bench/README.md)."""
+    return torch.channels_last if ndim == 2 else torch.channels_last_3d
 
 
 def build_model(cfg: Config) -> torch.nn.Module:
-    """The network ``MODEL.ARCHITECTURE`` names, returning logits (no final activation)."""
+    """The network ``MODEL.ARCHITECTURE`` names, returning logits (no final activation), in channels-last layout."""
+    return _network(cfg).to(memory_format=memory_format(cfg.ndim))
+
+
+def _network(cfg: Config) -> torch.nn.Module:
     m = cfg.MODEL
     # MONAI's networks take one dropout rate; the largest of BiaPy's per-level values is used.
     dropout = max(m.DROPOUT_VALUES, default=0.0)

@@ -26,8 +26,9 @@ class SystemConfig(Section):
     NUM_WORKERS: int = Field(
         -1,
         ge=-1,
-        description="Data-loading worker processes; -1 = one per core left after the main process (at most 4), "
-        "0 = load in the main process.",
+        description="Data-loading worker processes; 0 = load in the main process; -1 = when training on a GPU one per core "
+        "left after the main process (at most 4), on the CPU 0 (the network uses every core; a worker slowed epochs 1.5x, bench/README.md). "
+        "The epoch log's data_wait column and a warning tell when training waits for data.",
     )
     SEED: int = Field(0, description="Seed for every random generator (python, numpy, torch, workers); runs with the same seed repeat.")
     PIN_MEM: bool = Field(True, description="Pin host memory for faster copies to the GPU (ignored on the CPU).")
@@ -249,8 +250,9 @@ class TrainConfig(Section):
     PATIENCE: int = Field(-1, description="Stop after this many epochs without a lower validation loss; -1 = never.")
     PRECISION: Literal["auto", "32", "bf16", "16"] = Field(
         "auto",
-        description="segflow key. Numeric precision: 'auto' = bf16 mixed precision on GPUs that support it, else fp16 mixed on CUDA, "
-        "fp32 on the CPU.",
+        description="segflow key. Numeric precision of training and prediction: 'auto' = bf16 mixed precision on GPUs that support it, "
+        "else fp16 mixed on CUDA; on the CPU bf16 mixed where the CPU has native bfloat16 (AVX512-BF16 or AMX: about 2x faster, "
+        "the same test IoU; bench/README.md), else fp32. 3D networks with a level 2 voxels deep train in fp32 on the CPU (a torch bug).",
     )
     LR_SCHEDULER: LRSchedulerConfig = LRSchedulerConfig()
 
@@ -292,7 +294,8 @@ class TestConfig(Section):
     AUGMENTATION: bool = Field(False, description="Test-time augmentation: average over the 8 flips and 90-degree rotations of the y-x plane (16 with z flips in 3D).")
     FULL_IMG: bool = Field(False, description="Also predict each whole image in one pass, padded to what the network needs (full_image/).")
     ANALIZE_2D_IMGS_AS_3D_STACK: bool = Field(False, description="2D: also stack the test predictions in file order into one volume (as_3d_stack*/) and apply the z median filters to it.")
-    BATCH_SIZE: int = Field(-1, description="segflow key. Windows per forward pass at test time; -1 = TRAIN.BATCH_SIZE * 2.")
+    BATCH_SIZE: int = Field(-1, description="segflow key. Windows per forward pass at test time; -1 = the device's best: on the CPU as many "
+        "windows as hold about 262,144 pixels/voxels (4 of 256x256, 1 of 64x64x64: measured fastest, bench/README.md), on a GPU TRAIN.BATCH_SIZE * 2.")
     POST_PROCESSING: PostProcessingConfig = PostProcessingConfig()
 
 

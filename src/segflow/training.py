@@ -36,7 +36,7 @@ from segflow.encodings import class_counts, encode, encoding, is_bitmask
 from segflow.errors import SegflowError
 from segflow.inference import activate, autocast_dtype, check_model_matches, load_checkpoint
 from segflow.losses import SegmentationLoss
-from segflow.models import build_model, divisor
+from segflow.models import build_model, divisor, level_shapes
 from segflow.patches import PatchDataset, fit_to_patch, write_prob_maps
 from segflow.paths import RunPaths
 from segflow.schema import Config
@@ -48,7 +48,7 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 # Runs with different --run_id share checkpoints/ by design (BiaPy's layout); file names differ.
 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
-LOG_COLUMNS = ("epoch", "time", "lr", "loss", "IoU", "val_loss", "val_IoU")
+LOG_COLUMNS = ("epoch", "time", "data_wait", "lr", "loss", "IoU", "val_loss", "val_IoU")
 
 
 class SegModel(L.LightningModule):
@@ -214,12 +214,21 @@ class EpochLog(Callback):
 
     The rows are part of every checkpoint, so a resumed run continues the log without gaps or
     duplicates, whatever was written after the checkpoint it resumes from.
+
+    It also times how long the training steps wait for their batches (NIST's "input queue starvation"):
+    the ``data_wait`` column, and a warning when the wait is a large share of the epoch.
     """
 
-    def __init__(self, paths: RunPaths) -> None:
-        self.paths = paths
+    # Warn when steps waited this share of an epoch that took at least STARVED_MIN_S: below that
+    # the epoch is too short for the share to mean anything (worker start-up dominates).
+    STARVED_SHARE, STARVED_MIN_S = 0.2, 10.0
+
+    def __init__(self, paths: RunPaths, workers: int = 0) -> None:
+        self.paths, self.workers = paths, workers
         self.rows: list[dict[str, float]] = []
-        self._start = time.monotonic()
+        self._start = self._ready = time.monotonic()
+        self.wait = 0.0
+        self.warned = False
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}
@@ -229,7 +238,8 @@ class EpochLog(Callback):
         self._write()
 
     def _write(self) -> None:
-        lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r[c]:.6g}" for c in LOG_COLUMNS) for r in self.rows]
+        # Rows of checkpoints written before a column existed show it as NaN.
+        lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r.get(c, float('nan')):.6g}" for c in LOG_COLUMNS) for r in self.rows]
         atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
         if self.rows:
             plot_history(self.rows, self.paths.sub("charts"), self.paths.job)
@@ -239,21 +249,47 @@ class EpochLog(Callback):
         return self.paths.sub("train_logs") / f"{self.paths.job}_log.csv"
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.monotonic()
+        self._start = self._ready = time.monotonic()
+        self.wait = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        # From the end of the previous step (or the epoch's start: workers starting) until this batch arrived.
+        self.wait += time.monotonic() - self._ready
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._ready = time.monotonic()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         m = trainer.callback_metrics
+        seconds = time.monotonic() - self._start
         row = {
             "epoch": trainer.current_epoch + 1,
-            "time": round(time.monotonic() - self._start, 2),
+            "time": round(seconds, 2),
+            "data_wait": round(self.wait, 2),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
         }
-        for key in LOG_COLUMNS[3:]:
+        for key in LOG_COLUMNS[4:]:
             row[key] = float(m[key]) if key in m else float("nan")
         self.rows.append(row)
         self._write()
+        if seconds >= self.STARVED_MIN_S and self.wait > self.STARVED_SHARE * seconds and not self.warned:
+            self.warned = True  # once a run: the log has every epoch's figure
+            print(starvation_warning(row["epoch"], self.wait, seconds, self.workers))
+
+
+def starvation_warning(epoch: int, wait: float, seconds: float, workers: int) -> str:
+    """NIST's "input queue starvation", in words that say what to change."""
+    cores = os.cpu_count() or 1
+    if workers < cores - 1:
+        fix = f"raise SYSTEM.NUM_WORKERS (now {workers}; this machine has {cores} cores)"
+    else:
+        fix = f"every spare core already loads data ({workers} worker(s)): use fewer or cheaper AUGMENTOR transforms (ELASTIC, ROTATION_RANGE) or a machine with more cores"
+    return (
+        f"warning: epoch {epoch}: training waited {wait:.1f} s of {seconds:.1f} s ({100 * wait / seconds:.0f}%) for data, "
+        f"so loading and augmenting patches, not the network, sets the speed; {fix}. Each epoch's wait is in the data_wait column of its log"
+    )
 
 
 def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int] | int]:
@@ -276,17 +312,28 @@ def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int]
     return "gpu", ids
 
 
-def precision(setting: str, accelerator: str) -> str:
+def precision(cfg: Config, accelerator: str) -> str:
     """Lightning precision for TRAIN.PRECISION on this device (the same choice prediction makes)."""
-    dtype = autocast_dtype(setting, "cuda" if accelerator == "gpu" else "cpu")
+    dtype = autocast_dtype(cfg.TRAIN.PRECISION, "cuda" if accelerator == "gpu" else "cpu")
+    if dtype == torch.bfloat16 and accelerator == "cpu" and cfg.ndim == 3 and any(shape[0] == 2 for shape in level_shapes(cfg)):
+        # torch 2.13's CPU (oneDNN) bf16 Conv3d computes wrong weight gradients for inputs 2 deep (z only;
+        # tests/test_fast_paths.py keeps the check): such a network trains in fp32 on the CPU.
+        if cfg.TRAIN.PRECISION == "bf16":
+            print(f"warning: TRAIN.PRECISION bf16: a level of this 3D network is 2 voxels deep {level_shapes(cfg)}, where bf16 training on the CPU is wrong (a torch bug); training in fp32")
+        dtype = None
     return {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[dtype]
 
 
-def num_workers(setting: int) -> int:
-    """SYSTEM.NUM_WORKERS, with -1 meaning one worker per spare core (at most 4)."""
+def num_workers(setting: int, accelerator: str) -> int:
+    """SYSTEM.NUM_WORKERS; -1: on a GPU one worker per spare core (at most 4), on the CPU none.
+
+    Training on the CPU already keeps every core busy, and a worker process competes with it: on 2
+    cores, 1 worker made epochs 1.5x slower than loading in the main process, where decoded images,
+    patches and augmentation took 3% of the epoch (bench/README.md).
+    """
     if setting >= 0:
         return setting
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return max(0, min(4, (os.cpu_count() or 1) - 1)) if accelerator == "gpu" else 0
 
 
 def check_patch_fits_model(cfg: Config) -> None:
@@ -366,7 +413,7 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
         write_prob_maps(train_ds, Path(cfg.PATHS.PROB_MAP_DIR) if cfg.PATHS.PROB_MAP_DIR else paths.prob_map, aug_dir)
 
     accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
-    workers = num_workers(cfg.SYSTEM.NUM_WORKERS)
+    workers = num_workers(cfg.SYSTEM.NUM_WORKERS, accelerator)
     # Workers are not persistent: made anew each epoch, they get that epoch's seeds (exact resume).
     loader_args = dict(batch_size=cfg.TRAIN.BATCH_SIZE, num_workers=workers, pin_memory=cfg.SYSTEM.PIN_MEM and accelerator == "gpu")
     sampler = EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, cfg.AUGMENTOR.SHUFFLE_TRAIN_DATA_EACH_EPOCH)
@@ -382,7 +429,7 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
     n_batches = math.ceil(len(train_ds) / cfg.TRAIN.BATCH_SIZE)
     # In a log file (SLURM, CI) a bar redrawn every step floods it; there, update once per epoch.
     bar = TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else n_batches)
-    callbacks: list[Callback] = [best, last, EpochLog(paths), bar]
+    callbacks: list[Callback] = [best, last, EpochLog(paths, workers), bar]
     if cfg.TRAIN.PATIENCE > 0:
         callbacks.append(EarlyStopping(monitor=monitor, patience=cfg.TRAIN.PATIENCE, mode="min"))
 
@@ -397,11 +444,12 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
         except RuntimeError as exc:
             raise SegflowError(f"checkpoint {start}: its weights do not fit MODEL.* of this config ({str(exc).splitlines()[0]})") from None
         print(f"Starting from the weights in {start}")
+    prec = precision(cfg, accelerator)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
         strategy="ddp" if isinstance(devices, list) and len(devices) > 1 else "auto",
-        precision=precision(cfg.TRAIN.PRECISION, accelerator),
+        precision=prec,
         max_epochs=cfg.TRAIN.EPOCHS,
         accumulate_grad_batches=cfg.TRAIN.ACCUM_ITER,
         callbacks=callbacks,
@@ -412,7 +460,7 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
         enable_model_summary=False,
     )
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"Model: {cfg.MODEL.ARCHITECTURE} {cfg.PROBLEM.NDIM}, {n_params / 1e6:.2f} M parameters, on {accelerator} ({precision(cfg.TRAIN.PRECISION, accelerator)})")
+    print(f"Model: {cfg.MODEL.ARCHITECTURE} {cfg.PROBLEM.NDIM}, {n_params / 1e6:.2f} M parameters, on {accelerator} ({prec})")
     finished_marker(paths).unlink(missing_ok=True)
     if resume is not None:
         saved = load_checkpoint(resume)
