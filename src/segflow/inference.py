@@ -241,7 +241,7 @@ class Predictor:
         norm_state = hp.get("normalizer") or {}
         normalizer = Normalizer(model.cfg.DATA.NORMALIZATION, norm_state.get("mean"), norm_state.get("std"))
         device = torch.device(device)
-        net = model.net.to(device).eval()  # channels-last already (SegModel)
+        net = model.net.to(device).eval()  # channels-last, as build_model makes it
         return cls(net=net, cfg=model.cfg, normalizer=normalizer, device=device, autocast=autocast_dtype(model.cfg.TRAIN.PRECISION, device.type))
 
     @property

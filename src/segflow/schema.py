@@ -27,7 +27,7 @@ class SystemConfig(Section):
         -1,
         ge=-1,
         description="Data-loading worker processes; 0 = load in the main process; -1 = when training on a GPU one per core "
-        "left after the main process (at most 4), on the CPU 0 (the network uses every core; a worker slowed epochs 1.5x, bench/README.md). "
+        "left after the main process (at most 4), on the CPU 0 (the network uses every core: with 1 worker 2D epochs ran 1.79x the plain baseline loop instead of 2.19x, bench/README.md). "
         "The epoch log's data_wait column and a warning tell when training waits for data.",
     )
     SEED: int = Field(0, description="Seed for every random generator (python, numpy, torch, workers); runs with the same seed repeat.")
