@@ -18,6 +18,8 @@ from segflow.config import build_config
 from segflow.errors import SegflowError
 from segflow.inference import Predictor, cpu_bf16_native
 from segflow.schema import Config
+from segflow import training
+from segflow.data import load_train_data
 from segflow.patches import PatchDataset
 from segflow.training import EpochLog, SegModel, num_workers, precision, resolve_devices
 
@@ -212,3 +214,24 @@ def test_waiting_for_data_is_logged_and_warned_once(cli, tmp_path, data2d, monke
         assert delay * patches <= float(r["data_wait"]) < float(r["time"])
     assert out.count("for data, so loading and augmenting patches, not the network, sets the speed") == 1
     assert re.search(r"warning: epoch 1: training waited [\d.]+ s of [\d.]+ s \(\d+%\) for data.*raise SYSTEM.NUM_WORKERS \(now 0;", out)
+
+
+def test_ddp_ranks_draw_different_patches_from_one_order(monkeypatch, data2d):
+    """Under DDP every rank reseeds from (SEED, epoch, rank): one shared order for Lightning's distributed
+    wrapper to split, but each rank its own random patch positions and augmentations; rank 0 draws as a
+    single-process run does."""
+    cfg, _ = build_config(tiny_config(data2d, DATA={"EXTRACT_RANDOM_PATCH": True}, AUGMENTOR={"ENABLE": True, "HFLIP": True, "VFLIP": True, "ROT90": True}))
+    train_ds, _ = training.make_datasets(cfg, load_train_data(cfg))
+    sampler = training.EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, shuffle=True)
+
+    def draws(rank: int) -> tuple[list[int], list[torch.Tensor]]:
+        monkeypatch.setattr(training, "distributed_rank", lambda: rank)
+        sampler.set_epoch(3)
+        return list(sampler), [torch.as_tensor(train_ds[i]["image"]) for i in range(len(train_ds))]
+
+    order0, patches0 = draws(0)
+    order1, patches1 = draws(1)
+    again0, repeat0 = draws(0)
+    assert order0 == order1 == again0 and sorted(order0) == list(range(len(train_ds)))
+    assert all(torch.equal(a, b) for a, b in zip(patches0, repeat0))
+    assert not any(torch.equal(a, b) for a, b in zip(patches0, patches1))

@@ -177,6 +177,11 @@ class AtomicCheckpoint(ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
 
+def distributed_rank() -> int:
+    """This process's rank in a distributed (DDP) run; 0 otherwise."""
+    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+
+
 class EpochSeededSampler(torch.utils.data.Sampler):
     """Shuffles training patches, and reseeds every random draw of the epoch, from (SYSTEM.SEED, epoch).
 
@@ -191,9 +196,12 @@ class EpochSeededSampler(torch.utils.data.Sampler):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Reseed everything random for ``epoch``."""
+        """Reseed everything random for ``epoch``; in a distributed run also for this process's rank, so
+        that ranks draw different patch positions and augmentations (the order stays one permutation,
+        which Lightning's distributed wrapper splits between the ranks)."""
         self.epoch = epoch
-        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        rank = distributed_rank()
+        seed = int(np.random.SeedSequence([self.seed, epoch, rank] if rank else [self.seed, epoch]).generate_state(1)[0])
         self.generator.manual_seed(seed)
         torch.manual_seed(seed)
         self.dataset.set_random_state(seed=seed)
