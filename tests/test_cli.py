@@ -336,3 +336,14 @@ def test_biapy_template_runs(cli, request, tmp_path: Path, monkeypatch, template
     assert saved.TRAIN.EPOCHS == 1
     assert saved.DATA.TRAIN.PATH == str(data.resolve() / "train/x")
     assert saved.DATA.TEST.GT_PATH == str(data.resolve() / "test/y")
+
+
+def test_check_warns_about_a_constant_image(cli, tmp_path: Path, data2d: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(data2d, data)
+    flat = data / "train" / "x" / "img_001.tif"
+    tifffile.imwrite(flat, np.full_like(tifffile.imread(flat), 7))
+    code, out, err = cli("check", "--config", write_yaml(tmp_path / "c.yaml", tiny_config(data)))
+    assert code == 0, err
+    assert f"warning: {flat}: every pixel is 7; a constant image teaches the network nothing" in out
+    assert out.count("a constant image") == 1  # the other images vary

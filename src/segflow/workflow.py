@@ -93,9 +93,11 @@ def _describe(label: str, cfg: Config, image_dir: str, mask_dir: str | None, wha
     counts = np.zeros(n, dtype=np.int64)
     total = 0
     lo, hi = np.inf, -np.inf
-    samples = []
+    samples, constant = [], []
     for img_path, mask_path in pairs:
         image, mask = read_pair(cfg, img_path, mask_path, what)
+        if image.size and image.min() == image.max():
+            constant.append((img_path, image.flat[0]))
         shapes.add(image.shape)
         dtypes.add(str(image.dtype))
         if mask is not None:
@@ -120,6 +122,8 @@ def _describe(label: str, cfg: Config, image_dir: str, mask_dir: str | None, wha
             print(f"  {what_is}: " + ", ".join(f"{c}: {k / total:.1%}" for c, k in enumerate(counts)))
             for c in np.flatnonzero(counts == 0):
                 print(f"  warning: class {c} never occurs in these masks")
+    for path, value in constant:
+        print(f"  warning: {path}: every pixel is {value}; a constant image teaches the network nothing (a failed export or conversion?)")
     return samples
 
 
