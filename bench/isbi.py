@@ -18,6 +18,8 @@ import numpy as np
 from segflow.config import load_config
 from segflow.data import list_pairs, read_pair
 from segflow.inference import load_model
+from segflow.paths import RunPaths
+from segflow.training import EpochLog
 from segflow.workflow import run
 
 HERE = Path(__file__).resolve().parent
@@ -34,10 +36,11 @@ def main() -> None:
     ap.add_argument("-D", dest="overrides", action="append", default=[])
     args = ap.parse_args()
 
-    checkpoint = Path(args.result_dir) / "isbi" / "checkpoints" / f"isbi_{args.run_id}-checkpoint-best.pth"
+    paths = RunPaths(Path(args.result_dir), "isbi", args.run_id)
+    checkpoint = paths.checkpoint("best")
     overrides = list(args.overrides) + (["TRAIN.ENABLE=false"] if args.reuse and checkpoint.is_file() else [])
-    result = run(CONFIG, args.result_dir, "isbi", args.run_id, None, overrides, overwrite=True)
-    log = Path(args.result_dir) / "isbi" / "results" / f"isbi_{args.run_id}" / "train_logs" / f"isbi_{args.run_id}_log.csv"
+    result = run(CONFIG, args.result_dir, paths.name, paths.run_id, None, overrides, overwrite=True)
+    log = EpochLog(paths).csv_path  # the training log's file, as training names it
     train_s = sum(float(line.split(",")[1]) for line in log.read_text().splitlines()[1:])
 
     cfg, _ = load_config(CONFIG, args.overrides)

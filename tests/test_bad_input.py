@@ -38,7 +38,7 @@ class Ctx:
     def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch | None, data2d: Path, data3d: Path, prior: Path) -> None:
         self.tmp, self.mp, self.data2d, self.data3d = tmp, monkeypatch, data2d, data3d
         self.results = tmp / "results"
-        shutil.copytree(prior, self.results)  # job "job", run 1: checkpoints, config_files/prior.yaml, logs
+        shutil.copytree(prior, self.results)  # job "job", run 1: checkpoints, config_files/job_1.yaml, logs
         self.checkpoint = self.results / "job" / "checkpoints" / "job_1-checkpoint-best.pth"
         self.vars: dict[str, str] = {"tmp": str(tmp), "results": str(self.results), "checkpoint": str(self.checkpoint)}
         self.cleanup: list[Callable[[], None]] = []
@@ -158,7 +158,7 @@ def _failing_writes(code: int) -> Callable[[Ctx], list[str]]:
 
 
 def _disk_full_at_checkpoint(c: Ctx) -> list[str]:
-    """The disk fills while the first checkpoint of a rerun with --overwrite is written."""
+    """The disk fills while the first checkpoint of a new run is written: the other runs' checkpoints are kept."""
     import lightning
 
     def save(self, filepath, weights_only=False, storage_options=None):  # noqa: ANN001
@@ -166,7 +166,7 @@ def _disk_full_at_checkpoint(c: Ctx) -> list[str]:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filepath))
 
     c.patch(lightning.Trainer, "save_checkpoint", save)
-    return c.run(c.config(TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}), "--overwrite", run_id="1")
+    return c.run(c.config(TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}), run_id="3")
 
 
 def _out_of_memory(gpu: bool) -> Callable[[Ctx], list[str]]:
@@ -208,6 +208,52 @@ def _predict_keeps_output(c: Ctx) -> list[str]:
     return ["predict", str(c.checkpoint), str(bad), str(out)]
 
 
+def _predict(c: Ctx, *args: str | Path) -> list[str]:
+    """``segflow predict`` with the previous run's checkpoint."""
+    return ["predict", str(c.checkpoint), *[str(a) for a in args]]
+
+
+def _predict_array(c: Ctx, name: str, array: np.ndarray, **kwargs: object) -> list[str]:
+    """Predict an image file holding ``array`` (TIFF, or .npy by name)."""
+    path = c.tmp / name
+    np.save(path, array) if name.endswith(".npy") else tifffile.imwrite(path, array, **kwargs)
+    return _predict(c, path, c.tmp / "out.tif")
+
+
+def _predict_into_folder(c: Ctx) -> list[str]:
+    (c.tmp / "preds").mkdir()
+    return _predict(c, c.data2d / "test/x/img_000.tif", c.tmp / "preds")
+
+
+def _predict_image_folder(c: Ctx) -> list[str]:
+    (c.tmp / "images").mkdir()
+    return _predict(c, c.tmp / "images", c.tmp / "out.tif")
+
+
+def _predict_unreadable_image(c: Ctx) -> list[str]:
+    image = c.tmp / "img.tif"
+    shutil.copy(c.data2d / "test/x/img_000.tif", image)
+    image.chmod(0o000)  # left so: the snapshots after the command must see the same unreadable file
+    if os.geteuid() == 0:  # root reads anything: let os.access answer as it does for a normal user
+        real = os.access
+        c.patch(os, "access", lambda p, mode, *a, **k: False if mode & os.R_OK and Path(p) == image else real(p, mode, *a, **k))
+    return _predict(c, image, c.tmp / "out.tif")
+
+
+def _predict_onto_input(c: Ctx) -> list[str]:
+    image = c.tmp / "img.tif"
+    shutil.copy(c.data2d / "test/x/img_000.tif", image)
+    return _predict(c, image, image)
+
+
+def _predict_two_inputs_one_output(c: Ctx) -> list[str]:
+    images = c.tmp / "images"
+    images.mkdir()
+    shutil.copy(c.data2d / "test/x/img_000.tif", images / "a.tif")
+    np.save(images / "a.npy", tifffile.imread(images / "a.tif"))
+    return _predict(c, "--input-dir", images, "--output-dir", c.tmp / "preds")
+
+
 def _foreign_checkpoint(c: Ctx) -> list[str]:
     import torch
 
@@ -247,11 +293,60 @@ def _unsupported_extension(c: Ctx) -> list[str]:
 
 
 def _config_copy_of_previous_run(c: Ctx) -> list[str]:
-    # Same config file name as the previous run (config_files/prior.yaml), bad data: the error must come
-    # before that run's config copy is replaced.
+    # The previous run again (its config copy is config_files/job_1.yaml), with --overwrite and bad data:
+    # the error must come before that run's config copy is replaced and before --overwrite removes anything.
     data = c.own_data()
     tifffile.imwrite(data / "train/y/img_001.tif", np.zeros((60, 64), np.uint8))
-    return c.run(c.config(data, name="prior.yaml"))
+    return c.run(c.config(data), "--overwrite", run_id="1")
+
+
+def _named(c: Ctx, name: str = "job", run_id: str = "2", result_dir: Path | None = None) -> list[str]:
+    """A run with this --name, --run_id and --result_dir (written as --opt=value: a value may start with '-')."""
+    where = c.results if result_dir is None else result_dir
+    return ["run", "--config", str(c.config()), f"--result_dir={where}", f"--name={name}", f"--run_id={run_id}"]
+
+
+def _a_file(c: Ctx, relative: str) -> Path:
+    path = c.tmp / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("my notes\n")
+    return path
+
+
+def _symlink_loop(c: Ctx) -> list[str]:
+    (c.tmp / "loop").symlink_to("loop")
+    return _named(c, result_dir=c.tmp / "loop" / "results")
+
+
+def _checkpoints_folder_is_a_file(c: Ctx) -> list[str]:
+    shutil.rmtree(c.results / "job" / "checkpoints")
+    (c.results / "job" / "checkpoints").write_text("not a folder\n")
+    return c.run(c.config())
+
+
+def _config_copy_target_is_a_folder(c: Ctx) -> list[str]:
+    (c.results / "job/config_files/job_2.yaml").mkdir(parents=True)
+    return c.run(c.config())
+
+
+def _resume_with(override: str) -> Callable[[Ctx], list[str]]:
+    """--resume the previous (finished) run 1 with a setting it cannot continue with."""
+    return lambda c: c.run(c.config(TEST={"ENABLE": False}), "--resume", "-D", override, run_id="1")
+
+
+def _single_training_image(c: Ctx) -> list[str]:
+    data = c.own_data()
+    for i in (1, 2, 3):
+        (data / f"train/x/img_00{i}.tif").unlink()
+        (data / f"train/y/img_00{i}.tif").unlink()
+    return c.run(c.config(data))
+
+
+def _stack_of_mixed_sizes(c: Ctx) -> list[str]:
+    data = c.own_data()
+    for folder in ("x", "y"):
+        tifffile.imwrite(data / f"test/{folder}/img_001.tif", np.zeros((48, 64), np.uint8))
+    return c.run(c.config(data, TEST={"ANALIZE_2D_IMGS_AS_3D_STACK": True}))
 
 
 def _gpu_not_present(c: Ctx) -> list[str]:
@@ -431,6 +526,12 @@ CASES = [
         "fix the mask or raise MODEL.N_CLASSES",
     ),
     Case(
+        "test_mask_values_outside_classes",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / "test/y/img_000.tif", _set_pixel(3, np.uint8))),
+        ("{data}/test/y/img_000.tif", "mask values 3", "MODEL.N_CLASSES=2"),
+        "fix the test mask or raise MODEL.N_CLASSES; found before training starts",
+    ),
+    Case(
         "mask_0_255",
         lambda c: _damage(c, 2, lambda d: _rewrite(d / M, lambda a: a * 255)),
         ("{data}/" + M, "mask values 255", "divide it by 255"),
@@ -453,6 +554,48 @@ CASES = [
         lambda c: _damage(c, 2, lambda d: _rewrite(d / T, _set_pixel(np.nan, np.float32))),
         ("{data}/" + T, "NaN or infinite values"),
         "fix or remove the image",
+    ),
+    Case(
+        "mask_negative_int8",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / M, _set_pixel(-1, np.int8))),
+        ("{data}/" + M, "mask values -1 are negative", "IGNORE_CLASS_ID"),
+        "fix the mask, or give ignored pixels an id >= 0 and set IGNORE_CLASS_ID to it",
+    ),
+    Case(
+        "mask_negative_int32_with_ignore_id",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / M, _set_pixel(-3, np.int32)), PROBLEM={"SEMANTIC_SEG": {"IGNORE_CLASS_ID": 255}}),
+        ("{data}/" + M, "mask values -3 are negative"),
+        "fix the mask",
+    ),
+    Case(
+        "mask_uint32_huge_value",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / M, _set_pixel(2**32 - 1, np.uint32))),
+        ("{data}/" + M, "mask values 4294967295 are outside the classes 0..1"),
+        "fix the mask",
+    ),
+    Case(
+        "mask_with_nan",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / M, _set_pixel(np.nan, np.float32))),
+        ("{data}/" + M, "non-integer values (float32)"),
+        "save the masks as integer images",
+    ),
+    Case(
+        "uint32_image_beyond_16_bits",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / T, _set_pixel(4_000_000_000, np.uint32))),
+        ("{data}/" + T, "uint32 image with values", "4000000000", "DATA.NORMALIZATION.TYPE to scale_range or zero_mean_unit_variance"),
+        "set DATA.NORMALIZATION.TYPE: scale_range (or zero_mean_unit_variance), or convert the images",
+    ),
+    Case(
+        "int64_image_negative_values",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / T, _set_pixel(-7, np.int64))),
+        ("{data}/" + T, "int64 image with values -7..", "DATA.NORMALIZATION.TYPE"),
+        "set DATA.NORMALIZATION.TYPE: scale_range (or zero_mean_unit_variance), or convert the images",
+    ),
+    Case(
+        "complex_image",
+        lambda c: _damage(c, 2, lambda d: _rewrite(d / T, lambda a: a.astype(np.complex64))),
+        ("{data}/" + T, "pixel type complex64 is not supported"),
+        "save the images as integer or float images",
     ),
     Case(
         "corrupt_tiff",
@@ -485,6 +628,50 @@ CASES = [
         lambda c: ["predict", str(c.checkpoint), str(c.tmp / "missing.tif"), str(c.tmp / "out.tif")],
         ("{tmp}/missing.tif", "no such image file"),
         "check the image path",
+    ),
+    Case(
+        "predict_image_is_a_folder",
+        _predict_image_folder,
+        ("IMAGE {tmp}/images is a folder", "give one image file", "--input-dir {tmp}/images --output-dir DIR"),
+        "give one image, or the folder to --input-dir",
+    ),
+    Case("predict_image_not_readable", _predict_unreadable_image, ("{tmp}/img.tif", "permission denied", "make it readable"), "fix the file's permissions (chmod a+r)"),
+    Case("predict_image_without_pixels", lambda c: _predict_array(c, "empty.npy", np.zeros((0, 64), np.uint8)), ("{tmp}/empty.npy", "no pixels"), "replace the file"),
+    Case(
+        "predict_nan_image",
+        lambda c: _predict_array(c, "nan.tif", np.where(np.eye(64) > 0, np.nan, 0.5).astype(np.float32)),
+        ("{tmp}/nan.tif", "holds NaN or infinite values"),
+        "replace the NaN or infinite values",
+    ),
+    Case(
+        "predict_3d_stack_with_2d_model",
+        lambda c: _predict_array(c, "stack.tif", np.zeros((5, 64, 64), np.uint8), metadata={"axes": "ZYX"}),
+        ("{tmp}/stack.tif", "a 3D stack", "this model is 2D with 1 channel; give a (y, x) image"),
+        "give the model images of the kind it was trained on",
+    ),
+    Case(
+        "predict_rgb_with_1_channel_model",
+        lambda c: _predict_array(c, "rgb.tif", np.zeros((64, 64, 3), np.uint8), photometric="rgb"),
+        ("{tmp}/rgb.tif", "does not fit: this model is 2D with 1 channel"),
+        "give images with the model's channel count",
+    ),
+    Case(
+        "predict_image_with_5_channels",
+        lambda c: _predict_array(c, "five.tif", np.zeros((64, 64, 5), np.uint8)),
+        ("{tmp}/five.tif", "it has 5 channels", "this model is 2D with 1 channel"),
+        "give images with the model's channel count",
+    ),
+    Case(
+        "single_image_validation_smaller_than_patch",
+        _single_training_image,
+        ("{data}/train/x/img_000.tif", "DATA.VAL.SPLIT_TRAIN=0.25", "16 to validation (16, 64)", "smaller than DATA.PATCH_SIZE (32, 32)", "DATA.VAL.FROM_TRAIN: false"),
+        "raise DATA.VAL.SPLIT_TRAIN as suggested, give validation images, or DATA.REFLECT_TO_COMPLETE_SHAPE: true",
+    ),
+    Case(
+        "3d_stack_of_mixed_sizes",
+        _stack_of_mixed_sizes,
+        ("TEST.ANALIZE_2D_IMGS_AS_3D_STACK", "img_000.tif is (64, 64) and img_001.tif is (48, 64)", "one size"),
+        "give test images of one size or switch TEST.ANALIZE_2D_IMGS_AS_3D_STACK off",
     ),
     # ----- checkpoints
     Case(
@@ -528,7 +715,150 @@ CASES = [
         "fix the data; the previous run's config copy must survive",
     ),
     Case("predict_corrupt_image_keeps_output", _predict_keeps_output, ("{tmp}/new.tif", "corrupt or truncated"), "replace the image; the old output is kept"),
+    Case(
+        "predict_output_is_a_folder",
+        _predict_into_folder,
+        ("OUTPUT {tmp}/preds is a folder", "give a file name such as {tmp}/preds/img_000_pred.tif"),
+        "name the output file",
+    ),
+    Case(
+        "predict_output_below_a_file",
+        lambda c: _predict(c, c.data2d / "test/x/img_000.tif", _a_file(c, "notes.txt") / "out.tif"),
+        ("OUTPUT {tmp}/notes.txt/out.tif", "{tmp}/notes.txt is a file, not a folder"),
+        "write the output in a folder",
+    ),
+    Case(
+        "predict_output_dir_is_a_file",
+        lambda c: _predict(c, "--input-dir", c.data2d / "test/x", "--output-dir", _a_file(c, "notes.txt")),
+        ("--output-dir {tmp}/notes.txt is a file, not a folder",),
+        "give a folder to --output-dir",
+    ),
+    Case(
+        "predict_output_dir_below_a_file",
+        lambda c: _predict(c, "--input-dir", c.data2d / "test/x", "--output-dir", _a_file(c, "notes.txt") / "preds"),
+        ("--output-dir {tmp}/notes.txt/preds", "{tmp}/notes.txt is a file, not a folder"),
+        "give a folder to --output-dir",
+    ),
+    Case(
+        "predict_input_dir_is_a_file",
+        lambda c: _predict(c, "--input-dir", _a_file(c, "notes.txt"), "--output-dir", c.tmp / "preds"),
+        ("--input-dir: {tmp}/notes.txt is a file, not a folder",),
+        "give a folder of images to --input-dir",
+    ),
+    Case(
+        "predict_output_jpeg",
+        lambda c: _predict(c, c.data2d / "test/x/img_000.tif", c.tmp / "out.jpg"),
+        ("OUTPUT {tmp}/out.jpg", "JPEG is lossy", "name it with .tif, .tiff, .png, .npy"),
+        "name the output .tif, .png or .npy",
+    ),
+    Case(
+        "predict_probabilities_as_png",
+        lambda c: _predict(c, c.data2d / "test/x/img_000.tif", c.tmp / "out.png", "--probabilities"),
+        ("OUTPUT {tmp}/out.png", "PNG holds integers, not floats", "name it with .tif, .tiff, .npy"),
+        "name the output .tif or .npy",
+    ),
+    Case("predict_output_is_the_input", _predict_onto_input, ("OUTPUT {tmp}/img.tif is the input image",), "write the prediction elsewhere"),
+    Case(
+        "predict_two_inputs_one_output",
+        _predict_two_inputs_one_output,
+        ("a.npy and a.tif would both be written to {tmp}/preds/a.tif", "rename one of them"),
+        "rename one of the two images",
+    ),
     Case("name_with_slash", lambda c: c.run(c.config(), "--name", "a/b"), ("--name a/b", "must not contain '/'"), "use a plain name"),
+    Case("name_with_backslash", lambda c: _named(c, name="a\\b"), ("--name a\\b", "must not contain '/' or '\\'"), "use a plain name"),
+    Case("name_dot_dot", lambda c: _named(c, name=".."), ("--name ..", "is not a folder name"), "use a plain name"),
+    Case("name_dot", lambda c: _named(c, name="."), ("--name .:", "is not a folder name"), "use a plain name"),
+    Case("name_empty", lambda c: _named(c, name=""), ("--name '': is empty",), "give a name"),
+    Case("name_with_nul", lambda c: _named(c, name="a\x00b"), ("--name 'a\\x00b'", "control character"), "use a plain name"),
+    Case("name_leading_dash", lambda c: _named(c, name="-x"), ("--name -x", "starts with '-'"), "use a name that starts with a letter or digit"),
+    Case("name_too_long", lambda c: _named(c, name="n" * 240), ("--name and --run_id are too long", "255 bytes"), "use a shorter --name or --run_id"),
+    Case("run_id_with_path", lambda c: _named(c, run_id="../x"), ("--run_id ../x", "must not contain '/'"), "use a plain run number"),
+    Case("run_id_with_space", lambda c: _named(c, run_id=" 2"), ("--run_id ' 2'", "starts or ends with a space"), "drop the space"),
+    Case(
+        "result_dir_is_a_file",
+        lambda c: _named(c, result_dir=_a_file(c, "notes.txt")),
+        ("--result_dir {tmp}/notes.txt is a file, not a folder",),
+        "choose a folder for --result_dir",
+    ),
+    Case(
+        "result_dir_below_a_file",
+        lambda c: _named(c, result_dir=_a_file(c, "notes.txt") / "results"),
+        ("--result_dir {tmp}/notes.txt/results", "{tmp}/notes.txt is a file"),
+        "move the file away or choose another --result_dir",
+    ),
+    Case(
+        "job_folder_is_a_file",
+        lambda c: _named(c, name="notes.txt", result_dir=_a_file(c, "results/notes.txt").parent),
+        ("--result_dir {results}", "{results}/notes.txt is a file"),
+        "move the file away or choose another --name",
+    ),
+    Case(
+        "result_dir_empty",
+        lambda c: ["run", "--config", str(c.config()), "--result_dir=", "--name=job"],
+        ("--result_dir is empty",),
+        "give the folder for the results",
+    ),
+    Case(
+        "result_dir_name_too_long",
+        lambda c: _named(c, result_dir=c.tmp / ("r" * 300)),
+        ("--result_dir {tmp}/rrrr", "cannot be made", "use shorter folder names"),
+        "use shorter folder names",
+    ),
+    Case(
+        "result_dir_with_nul",
+        lambda c: _named(c, result_dir=Path(f"{c.tmp}/a\x00b")),
+        ("--result_dir '{tmp}/a\\x00b' holds a NUL character",),
+        "give a real folder name",
+    ),
+    Case("name_not_utf8", lambda c: _named(c, name="job\udcff"), ("--name 'job\\udcff'", "is not UTF-8 text"), "use a plain name"),
+    Case(
+        "result_dir_not_utf8",
+        lambda c: _named(c, result_dir=c.tmp / "r\udcff"),
+        ("--result_dir '{tmp}/r\\udcff'", "is not UTF-8 text"),
+        "choose a folder whose path is UTF-8 text",
+    ),
+    Case(
+        "result_dir_symlink_loop",
+        _symlink_loop,
+        ("--result_dir {tmp}/loop/results", "fix the symbolic link loop, or give a real folder"),
+        "fix or remove the symbolic link",
+    ),
+    Case(
+        "checkpoints_folder_is_a_file",
+        _checkpoints_folder_is_a_file,
+        ("--result_dir {results}", "{results}/job/checkpoints is a file, where a folder is needed"),
+        "move the file away",
+    ),
+    Case(
+        "config_copy_target_is_a_folder",
+        _config_copy_target_is_a_folder,
+        ("{results}/job/config_files/job_2.yaml is a folder", "--run_id"),
+        "move the folder away or choose another --run_id",
+    ),
+    Case(
+        "overwrite_and_resume",
+        lambda c: c.run(c.config(), "--overwrite", "--resume", run_id="1"),
+        ("--overwrite and --resume contradict each other", "give one of them"),
+        "drop one of the two options",
+    ),
+    Case(
+        "resume_with_other_feature_maps",
+        _resume_with("MODEL.FEATURE_MAPS=[8, 16, 32]"),
+        ("run job_1 cannot resume", "MODEL.FEATURE_MAPS=[4, 8, 16] in the checkpoint", "--overwrite, or a new --run_id"),
+        "set MODEL.* back, or train afresh with --overwrite or a new --run_id; the run's files are kept",
+    ),
+    Case(
+        "resume_with_other_architecture",
+        _resume_with("MODEL.ARCHITECTURE=resunet"),
+        ("run job_1 cannot resume", "MODEL.ARCHITECTURE=unet in the checkpoint", "--overwrite"),
+        "set MODEL.ARCHITECTURE back, or train afresh with --overwrite or a new --run_id",
+    ),
+    Case(
+        "resume_with_other_optimizer",
+        _resume_with("TRAIN.OPTIMIZER=SGD"),
+        ("TRAIN.OPTIMIZER 'SGD'", "run job_1 was started with 'ADAMW'", "--overwrite or a new --run_id"),
+        "set TRAIN.OPTIMIZER back, or train afresh with --overwrite or a new --run_id",
+    ),
     Case(
         "result_dir_read_only",
         _read_only_result_dir,
@@ -538,22 +868,21 @@ CASES = [
     Case(
         "read_only_file_system",
         _failing_writes(errno.EROFS),
-        ("{results}/job/config_files/c.yaml", "read-only", "choose --result_dir on a writable disk"),
+        ("{results}/job/config_files/job_2.yaml", "read-only", "choose --result_dir on a writable disk"),
         "choose --result_dir on a writable disk",
     ),
     Case(
         "disk_full",
         _failing_writes(errno.ENOSPC),
-        ("{results}/job/config_files/c.yaml", "no space left", "free some space, or choose --result_dir on another disk"),
+        ("{results}/job/config_files/job_2.yaml", "no space left", "free some space, or choose --result_dir on another disk"),
         "free space or choose another --result_dir",
     ),
     Case(
         "disk_full_during_checkpoint",
         _disk_full_at_checkpoint,
-        ("{results}/job/checkpoints/job_1-checkpoint-", "no space left", "--result_dir"),
-        "free space; the previous checkpoints are kept",
+        ("{results}/job/checkpoints/job_3-checkpoint-", "no space left", "--result_dir"),
+        "free space; the other runs' checkpoints are kept",
         trains=True,
-        may_change="results/job/results/job_1",  # --overwrite replaces run 1's logs; its checkpoints must survive
     ),
     # ----- devices and memory
     Case("gpu_not_present", _gpu_not_present, ("--gpu 3", "no CUDA GPU", "--gpu cpu"), "choose an existing GPU or --gpu cpu", via="subprocess"),
@@ -588,7 +917,8 @@ def prior(tmp_path_factory: pytest.TempPathFactory, data2d: Path) -> Path:
 
 
 def _snapshot(folder: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    # A file made unreadable on purpose is compared by its (unreadable) state; its bytes cannot be read.
+    return {p: p.read_bytes() if os.access(p, os.R_OK) else b"<unreadable>" for p in folder.rglob("*") if p.is_file()}
 
 
 def _segflow_process(args: list[str], cwd: Path) -> subprocess.Popen:

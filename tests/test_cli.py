@@ -47,7 +47,9 @@ def test_check_reports_pairs_shapes_dtypes_and_classes(cli, tmp_path: Path, data
     code, out, err = cli("check", "--config", config)
     assert code == 0, err
     assert f"Config {config}: valid (2D, 2 classes, patch (32, 32, 1), unet)" in out
-    assert f"train: 4 images with masks from {data2d / 'train/x'}" in out
+    pairs = "img_000.tif <-> img_000.tif, img_001.tif <-> img_001.tif, img_002.tif <-> img_002.tif and 1 more"
+    assert f"train: 4 images with masks from {data2d / 'train/x'}\n  pairs: {pairs}\n" in out
+    assert "  pairs: img_000.tif <-> img_000.tif, img_001.tif <-> img_001.tif\n" in out  # the 2 test pairs, no "more"
     assert "shapes (64, 64, 1); dtypes uint8" in out
     assert "classes (pixel fraction): 0: " in out and ", 1: " in out
     assert "validation: 1 of the training images (DATA.VAL.SPLIT_TRAIN=0.25)" in out
@@ -331,7 +333,7 @@ def test_biapy_template_runs(cli, request, tmp_path: Path, monkeypatch, template
     ious = [float(r["foreground_iou"]) for r in rows if r["foreground_iou"] not in ("", "-")]
     assert ious and all(0 <= v <= 1 for v in ious)
     # The saved config is the template with the overrides applied.
-    saved, _ = load_config(job / "config_files" / template)
+    saved, _ = load_config(job / "config_files" / "t_1.yaml")  # one copy per run: <name>_<run_id>.yaml
     assert saved.MODEL.ARCHITECTURE == arch
     assert saved.TRAIN.EPOCHS == 1
     assert saved.DATA.TRAIN.PATH == str(data.resolve() / "train/x")

@@ -226,6 +226,68 @@ def test_empty_biapy_section_segflow_lacks_is_a_warning() -> None:
     assert len(warnings) == 1 and "DATA.PREPROCESS" in warnings[0]
 
 
+@pytest.mark.parametrize(
+    "tree",
+    [
+        {"MODEL": {"SOURCE": "biapy"}},
+        {"MODEL": {"SOURCE": "BiaPy", "UPSAMPLE_LAYER": "convtranspose", "SAVE_CKPT_FREQ": -1}},
+        {"TEST": {"VERBOSE": True}, "TRAIN": {"VERBOSE": False}},
+        {"DATA": {"TRAIN": {"RESOLUTION": "(-1,)"}, "VAL": {"RESOLUTION": "(1, 1)"}, "TEST": {"RESOLUTION": [1.0, 1.0]}}},
+        {"TRAIN": {"METRICS": ["iou"], "CHECKPOINT_MONITOR": "val_loss"}, "TEST": {"METRICS": [], "AUGMENTATION_MODE": "mean"}},
+        {"DATA": {"VAL": {"DIST_EVAL": True}, "TRAIN": {"INPUT_IMG_AXES_ORDER": "TZCYX"}}},
+    ],
+)
+def test_biapy_values_that_mean_what_segflow_does_are_accepted_silently(tree: dict) -> None:
+    cfg, warnings = build_config(tree)
+    assert warnings == []
+    assert cfg == Config()  # they change nothing
+
+
+@pytest.mark.parametrize(
+    ("tree", "key"),
+    [
+        ({"MODEL": {"SOURCE": "bmz"}}, "MODEL.SOURCE"),
+        ({"DATA": {"TRAIN": {"RESOLUTION": "(2, 1)"}}}, "DATA.TRAIN.RESOLUTION"),
+        ({"TEST": {"AUGMENTATION_MODE": "max"}}, "TEST.AUGMENTATION_MODE"),
+        ({"TRAIN": {"METRICS": ["iou", "dice"]}}, "TRAIN.METRICS"),
+        ({"TEST": {"VERBOSE": "loud"}}, "TEST.VERBOSE"),
+        ({"DATA": {"PREPROCESS": {"CLAHE": {"ENABLE": True, "CLIP_LIMIT": 0.01}}}}, "DATA.PREPROCESS.CLAHE.ENABLE"),
+        ({"AUGMENTOR": {"CBLUR_SIZE": "(0.2, 0.4)", "CUTBLUR": True}}, "AUGMENTOR.CUTBLUR"),
+    ],
+)
+def test_biapy_values_segflow_does_not_do_are_still_refused(tree: dict, key: str) -> None:
+    assert f"{key} is a BiaPy key that segflow does not implement" in error_of(tree)
+
+
+def test_settings_of_a_biapy_feature_that_is_off_are_notes() -> None:
+    tree = {
+        "DATA": {"PREPROCESS": {"CLAHE": {"ENABLE": False, "CLIP_LIMIT": 0.01}}},
+        "AUGMENTOR": {"CBLUR_SIZE": "(0.2, 0.4)"},
+        "MODEL": {"VIT_EMBED_DIM": 768},
+        "TEST": {"BY_CHUNKS": {"WORKFLOW_PROCESS": {"ENABLE": True}}, "DET_TOLERANCE": [10]},
+    }
+    _, warnings = build_config(tree)
+    because = {w.split(" is a BiaPy key")[0].removeprefix("config: "): w.split("ignored because ")[1] for w in warnings}
+    assert because == {
+        "DATA.PREPROCESS.CLAHE.ENABLE": "it is off (False)",
+        "DATA.PREPROCESS.CLAHE.CLIP_LIMIT": "it only matters when DATA.PREPROCESS.CLAHE.ENABLE is on, which segflow refuses",
+        "AUGMENTOR.CBLUR_SIZE": "it only matters when AUGMENTOR.CUTBLUR is on, which segflow refuses",
+        "MODEL.VIT_EMBED_DIM": "it only applies to a MODEL.ARCHITECTURE that segflow does not have",
+        "TEST.BY_CHUNKS.WORKFLOW_PROCESS.ENABLE": "it only matters when TEST.BY_CHUNKS.ENABLE is on, which segflow refuses",
+        "TEST.DET_TOLERANCE": "it belongs to another BiaPy workflow",
+    }
+
+
+@pytest.mark.parametrize("template", ["2d_semantic_segmentation.yaml", "3d_semantic_segmentation.yaml"])
+def test_biapy_templates_with_data_paths_and_biapy_defaults_load(template: str, data2d: Path, data3d: Path) -> None:
+    data = data3d if template.startswith("3d") else data2d
+    paths = [f"DATA.{p}.{k}={data / p.lower() / d}" for p in ("TRAIN", "TEST") for k, d in (("PATH", "x"), ("GT_PATH", "y"))]
+    defaults = ["MODEL.SOURCE=biapy", "TEST.VERBOSE=true", "DATA.TRAIN.RESOLUTION=(-1,)", "DATA.TEST.RESOLUTION=(1, 1)"]
+    cfg, warnings = load_config(BIAPY_TEMPLATES / template, paths + defaults)
+    assert warnings == []
+    assert cfg.DATA.TRAIN.PATH == str(data / "train/x") and cfg.DATA.TEST.GT_PATH == str(data / "test/y")
+
+
 def test_packaged_biapy_keys_are_biapy_3_5_10s() -> None:
     shipped = BIAPY_TEMPLATES / "biapy-3.5.10-config-keys.txt"
     lines = {line.strip() for line in shipped.read_text().splitlines() if line.strip() and not line.startswith("#")}
@@ -454,3 +516,11 @@ def test_other_workflow_keys_of_a_full_biapy_file_are_warnings():
     cfg, warnings = build_config({"PROBLEM": {"INSTANCE_SEG": {"DATA_CHANNELS": "BC"}}})
     assert cfg.PROBLEM.TYPE == "SEMANTIC_SEG"
     assert any("PROBLEM.INSTANCE_SEG.DATA_CHANNELS" in w and "another BiaPy workflow" in w for w in warnings)
+
+
+@pytest.mark.parametrize("key", ["TRAIN", "VAL", "TEST"])
+def test_overlap_of_one_is_refused_naming_the_key(key):
+    with pytest.raises(SegflowError, match=rf"c.yaml: DATA.{key}.OVERLAP.0: Input should be less than 1 \(got 1.0\)"):
+        build_config({"DATA": {key: {"OVERLAP": (1.0, 0.0)}}}, source="c.yaml")
+    cfg, _ = build_config({"DATA": {key: {"OVERLAP": (0.5, 0.25)}}})
+    assert getattr(cfg.DATA, key).OVERLAP == (0.5, 0.25)

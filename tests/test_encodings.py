@@ -104,6 +104,70 @@ def test_class_counts_per_encoding():
     assert counts.tolist() == [3, 1, 0] and valid == 4  # 3 % 3 and 255 % 3 are 0
 
 
+def _scoring_mask(encoding: str, n: int, ignore: int) -> np.ndarray:
+    """A 2D mask with every value the encoding reads: classes, overlapping bits, thin membranes, ignored pixels."""
+    rng = np.random.default_rng(3)
+    if encoding == "linear":
+        return rng.uniform(0, 40, (24, 24)).astype(np.float32)
+    mask = np.zeros((24, 24), np.uint8)
+    mask[3:10, 4:12] = 1
+    mask[14:20, 2:9] = n - 1 if encoding == "categorical" else 1
+    mask[8:16, 10:18] |= 2 if encoding in ("bitmask", "double_membrane") else 0
+    mask[:, 20] = 1  # a one-pixel line: dilated by double_membrane, a membrane for region
+    if ignore >= 0:
+        mask[0, :6] = ignore
+    return mask
+
+
+def _perfect_outputs(target: np.ndarray, cfg) -> np.ndarray:
+    """Network outputs (after activation) that predict ``target`` exactly: probabilities of its class ids,
+    or its values."""
+    n = cfg.MODEL.N_CLASSES
+    if np.issubdtype(target.dtype, np.integer):
+        ids = np.clip(target[..., 0], 0, n - 1)
+        return ids[..., None].astype(np.float32) if n == 2 else np.eye(n, dtype=np.float32)[ids]
+    return np.nan_to_num(target)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "n", "ignore"),
+    [
+        ("categorical", 2, -1),
+        ("categorical", 4, 255),
+        ("bitmask", 2, -1),
+        ("bitmask", 3, 255),
+        ("double_membrane", 2, -1),
+        ("double_membrane", 2, 255),
+        ("region", 2, -1),
+        ("region", 4, 255),
+        ("linear", 2, -1),
+        ("distance", 2, 255),
+    ],
+)
+def test_a_perfect_prediction_of_the_learned_target_scores_iou_1(encoding: str, n: int, ignore: int):
+    """The test phase scores the target the network learns: predicting it exactly gives IoU 1 (MSE 0 for regression)."""
+    cfg = cfg_for(encoding, n, ignore=ignore)
+    mask = _scoring_mask(encoding, n, ignore)
+    outputs = _perfect_outputs(encode(mask, cfg), cfg)
+    scorer = Scorer(cfg)
+    row = scorer.add("a", outputs, labels(outputs, cfg), mask)
+    for scores in (row, scorer.pooled()):
+        if encoding == "linear":
+            assert scores["mse"] == 0 and np.isnan(scores["mean_iou"])
+        else:
+            assert scores["foreground_iou"] == scores["mean_iou"] == 1.0, scores
+        if encoding == "distance":
+            assert scores["mse"] == 0
+
+
+def test_double_membrane_does_not_dilate_ignored_pixels():
+    cfg = cfg_for("double_membrane", 2, ignore=255)
+    mask = np.zeros((5, 5), np.uint8)
+    mask[2, 2] = 255  # its bits (11) must not spread to the neighbours
+    target = encode(mask, cfg)
+    assert np.isnan(target[2, 2]).all() and np.nansum(target) == 0
+
+
 # ------------------------------------------------------------------------------------------ ignored pixels
 @pytest.mark.parametrize(
     ("encoding", "n", "loss"),

@@ -362,3 +362,80 @@ def test_palette_png_mask_reads_class_indices_and_image_reads_colours(tmp_path):
     np.testing.assert_array_equal(read_mask(tmp_path / "pal.png", 2), idx)
     rgb = read_image(tmp_path / "pal.png", 2)
     assert rgb.shape == (8, 8, 3) and tuple(rgb[3, 3]) == (128, 128, 0)
+
+
+# ------------------------------------------------------------------------------------------ permissions, empty, expectations
+def test_unreadable_file_says_permission_denied_not_corrupt(tmp_path: Path, monkeypatch) -> None:
+    import segflow.images
+
+    tifffile.imwrite(tmp_path / "a.tif", ramp((8, 8)))
+
+    def denied(*args, **kwargs):  # root reads anything: raise what open() raises for a normal user
+        raise PermissionError(13, "Permission denied", str(tmp_path / "a.tif"))
+
+    monkeypatch.setattr(segflow.images.tifffile, "TiffFile", denied)
+    with pytest.raises(SegflowError, match=r"a.tif: permission denied; make it readable") as err:
+        read_image(tmp_path / "a.tif", 2)
+    assert "corrupt" not in str(err.value)
+
+
+def test_image_without_pixels_is_an_error(tmp_path: Path) -> None:
+    np.save(tmp_path / "e.npy", np.zeros((0, 16), np.uint8))
+    with pytest.raises(SegflowError, match=r"e.npy: image has shape \(0, 16\), no pixels"):
+        read_image(tmp_path / "e.npy", 2)
+
+
+def test_list_images_of_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f.tif").write_bytes(b"x")
+    with pytest.raises(SegflowError, match="is a file, not a folder; give a folder"):
+        list_images(tmp_path / "f.tif", "--input-dir", advice="give a folder")
+
+
+def test_shape_errors_say_what_the_model_expects_when_asked(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "s.tif", ramp((8, 32, 32)), metadata={"axes": "ZYX"})
+    with pytest.raises(SegflowError, match="PROBLEM.NDIM: 3D"):
+        read_image(tmp_path / "s.tif", 2, 1)
+    with pytest.raises(SegflowError) as err:
+        read_image(tmp_path / "s.tif", 2, 1, expect="this model is 2D with 1 channel; give a (y, x) image")
+    assert str(err.value) == (
+        f"{tmp_path / 's.tif'}: image has shape (8, 32, 32) (axes ZYX), a 3D stack; "
+        "this model is 2D with 1 channel; give a (y, x) image"
+    )
+
+
+# ------------------------------------------------------------------------------------------ writing predictions
+def test_write_output_png_holds_class_ids_readable_by_any_reader(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from segflow.images import write_output
+
+    small = (ramp((16, 16)) % 5).astype(np.uint8)
+    big = (ramp((16, 16), np.uint16) * 300).astype(np.uint16)
+    write_output(tmp_path / "s.png", small, 2)
+    write_output(tmp_path / "b.png", big, 2)
+    write_output(tmp_path / "i.png", small.astype(np.int64)[..., None], 2)  # a wide integer type that fits
+    write_output(tmp_path / "p.png", small, 2, palette=True)
+    assert Image.open(tmp_path / "s.png").mode == "L" and Image.open(tmp_path / "p.png").mode == "P"
+    np.testing.assert_array_equal(iio.imread(tmp_path / "s.png"), small)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "b.png"), big)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "i.png"), small)
+    np.testing.assert_array_equal(read_mask(tmp_path / "p.png", 2), small)
+
+
+@pytest.mark.parametrize(
+    ("name", "array", "ndim", "message"),
+    [
+        ("a.png", np.zeros((4, 16, 16), np.uint8), 3, "PNG holds one 2D image; name it with .tif, .tiff, .npy"),
+        ("a.png", np.zeros((16, 16), np.float32), 2, "PNG holds integers, not floats"),
+        ("a.jpg", np.zeros((16, 16), np.uint8), 2, "JPEG is lossy"),
+        ("a.png", np.full((16, 16), 70000, np.int32), 2, "do not fit a PNG; write .tif instead"),
+    ],
+)
+def test_write_output_refuses_what_the_format_cannot_hold(
+    tmp_path: Path, name: str, array: np.ndarray, ndim: int, message: str
+) -> None:
+    from segflow.images import write_output
+
+    with pytest.raises(SegflowError, match=message):
+        write_output(tmp_path / name, array, ndim)
+    assert list(tmp_path.iterdir()) == []

@@ -242,3 +242,82 @@ def test_window_batch_holds_a_fixed_number_of_voxels_on_the_cpu(ndim, patch, cpu
     assert window_batch(cfg, torch.device("cuda")) == 12
     cfg.TEST.BATCH_SIZE = 3
     assert window_batch(cfg, torch.device("cpu")) == window_batch(cfg, torch.device("cuda")) == 3
+
+
+# ------------------------------------------------------------------------------------------ test-phase outputs
+def _png_case(root: Path, palette: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """One 2D PNG image; its mask as a palette PNG, a grayscale PNG, or (None) no mask at all."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    image = np.zeros((32, 32), np.uint8)
+    image[:, :12] = 255
+    mask = (image > 0).astype(np.uint8)
+    (root / "x").mkdir(parents=True)
+    (root / "y").mkdir(parents=True)
+    iio.imwrite(root / "x" / "a.png", image)
+    if palette is not None:
+        im = Image.fromarray(mask, mode="P" if palette else "L")
+        if palette:
+            im.putpalette([0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254)
+        im.save(root / "y" / "a.png")
+    return image, mask
+
+
+@pytest.mark.parametrize("masks", ["grayscale_png", "palette_png", "tiff", "npy", "none"])
+def test_labels_take_the_form_of_the_masks(tmp_path, masks):
+    """Grayscale PNG masks give grayscale PNG labels (imageio reads the class ids), palette ones palette PNGs,
+    TIFF masks TIFF, NumPy masks .npy; without masks the labels are TIFF."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    image, mask = _png_case(tmp_path / "data", {"grayscale_png": False, "palette_png": True}.get(masks))
+    if masks == "tiff":
+        tifffile.imwrite(tmp_path / "data" / "y" / "a.tif", mask)
+    if masks == "npy":
+        np.save(tmp_path / "data" / "y" / "a.npy", mask)
+    p = predictor(Logit())
+    cfg = p.cfg.model_copy(deep=True)
+    cfg.DATA.TEST.PATH, cfg.DATA.TEST.GT_PATH = str(tmp_path / "data" / "x"), str(tmp_path / "data" / "y")
+    cfg.DATA.TEST.LOAD_GT = masks != "none"
+    paths = RunPaths(tmp_path / "res", "t", "1")
+    run_test(cfg, paths, p)
+    written = [f.name for f in paths.sub("per_image_binarized").iterdir()]
+    out = paths.sub("per_image_binarized") / written[0]
+    expected = {"tiff": "a.tif", "npy": "a.npy", "none": "a.tif"}.get(masks, "a.png")
+    assert written == [expected]
+    if masks.endswith("png"):
+        assert Image.open(out).mode == ("P" if masks == "palette_png" else "L")
+        np.testing.assert_array_equal(read_image(out, 2, palette_indices=True)[..., 0], mask)
+        if masks == "grayscale_png":
+            np.testing.assert_array_equal(iio.imread(out), mask)  # what a user's own scoring script reads
+    else:
+        np.testing.assert_array_equal(np.load(out) if masks == "npy" else tifffile.imread(out), mask)
+
+
+def test_test_phase_prints_one_line_per_image_when_not_a_terminal(tmp_path, capsys):
+    blank = np.zeros((32, 32), np.uint8)
+    _write_case(tmp_path / "data", {"a.tif": blank, "b.tif": blank}, {"a.tif": blank, "b.tif": blank})
+    _run(predictor(Logit()), tmp_path, FULL_IMG=True)
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("test image ")]
+    assert [line.split(":")[0] for line in lines] == ["test image 1/2 a.tif", "test image 2/2 b.tif"]
+    assert all(line.endswith(" s") for line in lines) and "\r" not in out + err and "img/s" not in err
+
+
+def test_summary_table_columns_align_whatever_the_mode_names(capsys):
+    from segflow.testphase import print_summary
+
+    nan = float("nan")
+    row = {"foreground_iou": 0.5, "mean_iou": 0.6, "foreground_dice": 0.7, "accuracy": 0.8, "mse": nan, "mae": nan}
+    modes = ["per patch", "merge patches", "merge patches - post-processing", "as 3D stack - post-processing"]
+    pooled = {**row, "iou_per_class": [0.1, 0.2]}
+    print_summary({m: {"per_image_mean": row, "pooled": None if m == "per patch" else pooled} for m in modes})
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Test")]
+    assert len(lines) == 1 + len(modes)
+    # Each column ends at the same place on every row: the header's and the values' right edges line up.
+    header = lines[0]
+    for title in ("Foreground IoU", "(pooled)", "mean IoU", "Dice", "accuracy"):
+        end = header.index(title) + len(title)
+        assert all(line[end - 1] != " " and (len(line) == end or line[end] == " ") for line in lines), title
+    assert {line.index("0.5000") for line in lines[1:]} == {header.index("Foreground IoU") + len("Foreground IoU") - 6}

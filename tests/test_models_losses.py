@@ -40,6 +40,20 @@ def test_resunet_has_residual_blocks_and_dropout_is_used():
     assert rates == {0.3}
 
 
+_NORM_LAYERS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+
+
+@pytest.mark.parametrize(
+    ("arch", "norm", "layer"),
+    [("unet", "none", None), ("resunet", "none", None), ("unet", "bn", torch.nn.BatchNorm2d), ("resunet", "in", torch.nn.InstanceNorm2d)],
+)
+def test_model_normalization_builds_the_layers_it_names(arch, norm, layer):
+    net = build_model(_cfg(MODEL={"ARCHITECTURE": arch, "NORMALIZATION": norm}))
+    found = {type(m) for m in net.modules() if isinstance(m, _NORM_LAYERS)}
+    assert found == (set() if layer is None else {layer})
+    assert net(torch.randn(2, 1, 32, 32)).shape == (2, 1, 32, 32)
+
+
 def test_z_down_keeps_z_resolution():
     cfg = _cfg(PROBLEM={"NDIM": "3D"}, DATA={"PATCH_SIZE": "(4, 16, 16, 1)"}, MODEL={"Z_DOWN": [1, 2]})
     assert strides(cfg) == [(1, 2, 2), (2, 2, 2)]

@@ -18,13 +18,14 @@ from segflow.inference import load_checkpoint
 from segflow.errors import SegflowError
 
 
-def _cfg(data: Path) -> dict:
+def _cfg(data: Path, workers: int = 0, epochs: int = 5) -> dict:
     return tiny_config(
         data,
+        SYSTEM={"NUM_WORKERS": workers},
         DATA={"EXTRACT_RANDOM_PATCH": True, "TRAIN": {"REPLICATE": 6}},
         AUGMENTOR={"ENABLE": True, "VFLIP": True, "ROT90": True, "ELASTIC": True},
         MODEL={"DROPOUT_VALUES": [0.1, 0.1, 0.1]},
-        TRAIN={"EPOCHS": 5, "PATIENCE": 4, "LR_SCHEDULER": {"NAME": "onecycle"}},
+        TRAIN={"EPOCHS": epochs, "PATIENCE": 4, "LR_SCHEDULER": {"NAME": "onecycle"}},
         TEST={"ENABLE": False},
     )
 
@@ -46,6 +47,15 @@ def _without_time(log: str) -> list[list[str]]:
 def reference(tmp_path_factory, data2d) -> tuple[Path, dict, str]:
     root = tmp_path_factory.mktemp("ref")
     config = write_yaml(root / "c.yaml", _cfg(data2d))
+    subprocess.run(_command(config, root / "res"), check=True, capture_output=True)
+    return config, *_state(root / "res")
+
+
+@pytest.fixture(scope="module")
+def reference_workers(tmp_path_factory, data2d) -> tuple[Path, dict, str]:
+    """As ``reference``, with 2 loader workers (3 epochs)."""
+    root = tmp_path_factory.mktemp("ref_workers")
+    config = write_yaml(root / "c.yaml", _cfg(data2d, workers=2, epochs=3))
     subprocess.run(_command(config, root / "res"), check=True, capture_output=True)
     return config, *_state(root / "res")
 
@@ -78,6 +88,20 @@ def test_sigkill_at_any_point_then_resume_gives_identical_results(tmp_path, refe
     assert all(torch.equal(weights[k], ref_weights[k]) for k in ref_weights)
     assert _without_time(log) == _without_time(ref_log)
     assert len(log.splitlines()) == 6  # header + 5 epochs, no duplicated or missing rows
+
+
+def test_sigkill_then_resume_with_loader_workers_gives_identical_results(tmp_path, reference_workers):
+    """Lightning starts the first epoch's workers before it calls sampler.set_epoch: the resumed run's first
+    epoch used to draw epoch 0's order and seeds (issue 10, item 9)."""
+    config, ref_weights, ref_log = reference_workers
+    result_dir = tmp_path / "res"
+    _kill_after_rows(config, result_dir, 2, 0.0)  # epoch 1's checkpoint is written by then, maybe epoch 2's
+    done = subprocess.run(_command(config, result_dir), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Resuming from" in done.stdout
+    weights, log = _state(result_dir)
+    assert _without_time(log) == _without_time(ref_log)
+    assert all(torch.equal(weights[k], ref_weights[k]) for k in ref_weights)
 
 
 def test_damaged_last_checkpoint_falls_back_to_the_previous_one(cli, tmp_path, reference):

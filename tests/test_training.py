@@ -43,7 +43,7 @@ def test_run_writes_biapy_result_tree_and_full_checkpoints(cli, tmp_path, data2d
     assert code == 0, err
     root = tmp_path / "res" / "t"
     run = root / "results" / "t_1"
-    assert (root / "config_files" / "job.yaml").is_file()
+    assert (root / "config_files" / "t_1.yaml").is_file()
     for which in ("best", "last"):
         assert (root / "checkpoints" / f"t_1-checkpoint-{which}.pth").is_file()
     assert (run / "charts" / "t_1_loss.png").is_file() and (run / "charts" / "t_1_jaccard_index.png").is_file()

@@ -59,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="apply a trained checkpoint to an image or a folder of images")
     pred.add_argument("model", help="a checkpoint written by segflow run (…-checkpoint-best.pth)")
     pred.add_argument("image", nargs="?", default=None, help="one image to predict")
-    pred.add_argument("output", nargs="?", default=None, help="where to write it (default: <image name>_pred.tif here)")
+    pred.add_argument(
+        "output", nargs="?", default=None,
+        help="where to write it, in the format its suffix names: .tif/.tiff, .npy, or .png (2D labels) "
+        "(default: <image name>_pred.tif here)",
+    )
     pred.add_argument("--input-dir", default=None, help="predict every image of this folder")
     pred.add_argument("--output-dir", default=None, help="folder for the predictions of --input-dir (same file names, .tif)")
     pred.add_argument("--tta", action="store_true", help="test-time augmentation: average 8 flips/rotations (16 in 3D)")
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 _DISK_FULL = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
 _READ_ONLY = {errno.EROFS}
 _DENIED = {errno.EACCES, errno.EPERM}
+_WRONG_KIND = {errno.ENOTDIR, errno.EISDIR}  # a file where a folder belongs, or the other way round
 
 
 def _outputs(args: argparse.Namespace) -> tuple[str, list[Path]]:
@@ -156,8 +161,9 @@ def _inside(path: Path, folders: list[Path]) -> bool:
 
 
 def _os_error_line(exc: OSError, args: argparse.Namespace) -> str | None:
-    """One line for a full disk, a read-only disk or a permission problem; None for any other OSError."""
-    if exc.errno not in _DISK_FULL | _READ_ONLY | _DENIED:
+    """One line for a full disk, a read-only disk, a permission problem or a file where a folder belongs
+    (or a folder where a file does); None for any other OSError."""
+    if exc.errno not in _DISK_FULL | _READ_ONLY | _DENIED | _WRONG_KIND:
         return None
     option, outputs = _outputs(args)
     path = Path(os.fsdecode(exc.filename)) if exc.filename is not None else (outputs[0] if outputs else Path.cwd())
@@ -166,6 +172,10 @@ def _os_error_line(exc: OSError, args: argparse.Namespace) -> str | None:
         return f"{path}: no space left on the disk (disk full or quota reached); free some space, or {elsewhere}"
     if exc.errno in _READ_ONLY:
         return f"{path}: the file system is read-only; {elsewhere.replace('another disk', 'a writable disk')}"
+    if exc.errno in _WRONG_KIND:
+        folder = exc.errno == errno.EISDIR
+        kind = "this is a folder, not a file" if folder else "a part of this path is a file, not a folder"
+        return f"{path}: {kind}; {f'choose {option} elsewhere' if option else 'check the path'}"
     if option and (_inside(path, outputs) or exc.filename is None):
         return f"{path}: permission denied; choose {option} you can write to, or fix its permissions"
     return f"{path}: permission denied; make it readable (and its folder listable) by your user"

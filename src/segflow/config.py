@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from segflow.biapy_compat import ignored_because, means_what_segflow_does
 from segflow.errors import SegflowError
 from segflow.schema import Config
 
@@ -172,8 +173,13 @@ def _check_keys(flat: Iterable[tuple[str, Any]], source: str) -> tuple[dict[str,
                 f"{source}: {key} is a section, not a key: put its keys under it (e.g. {example}) instead of the value {value!r}"
             )
         if key in biapy or key in biapy_sections():
-            if _is_disabled(value) or key.startswith(OTHER_WORKFLOWS):
-                why = "it belongs to another BiaPy workflow" if key.startswith(OTHER_WORKFLOWS) else f"it is off ({value!r})"
+            if means_what_segflow_does(key, value):
+                continue  # e.g. MODEL.SOURCE: biapy, DATA.TRAIN.RESOLUTION: (-1,)
+            if key.startswith(OTHER_WORKFLOWS):
+                why: str | None = "it belongs to another BiaPy workflow"
+            else:
+                why = f"it is off ({value!r})" if _is_disabled(value) else ignored_because(key, biapy, LEAF_KEYS)
+            if why is not None:
                 warnings.append(f"{source}: {key} is a BiaPy key that segflow does not implement; ignored because {why}")
                 continue
             raise SegflowError(

@@ -88,6 +88,16 @@ def distance_transform(mask: np.ndarray) -> np.ndarray:
     return ndimage.distance_transform_edt(mask > 0).astype(np.float32)
 
 
+def bitmask_channels(mask: np.ndarray, cfg: Config) -> np.ndarray:
+    """The 0/1 channels a bitmask encoding learns: the mask's bits, dilated for 'double_membrane'.
+    Ignored pixels hold no bits, so a dilation does not spread the ignored id's bits into their neighbours."""
+    n = cfg.MODEL.N_CLASSES
+    ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
+    if ignore >= 0:
+        mask = np.where(mask == ignore, 0, mask)
+    return bits(mask, n) if encoding(cfg) == "bitmask" else double_membrane(mask, n)
+
+
 def encode(mask: np.ndarray, cfg: Config) -> np.ndarray:
     """Training target of a raw mask, channels last (see the module docstring)."""
     kind = encoding(cfg)
@@ -101,7 +111,7 @@ def encode(mask: np.ndarray, cfg: Config) -> np.ndarray:
             out[mask == ignore] = ignore
         return out[..., None]
     if kind in BITMASK:
-        out = (bits(mask, n) if kind == "bitmask" else double_membrane(mask, n)).astype(np.float32)
+        out = bitmask_channels(mask, cfg).astype(np.float32)
     elif kind == "linear":
         out = mask.astype(np.float32)[..., None]
     else:
@@ -147,10 +157,13 @@ def labels(probs: np.ndarray, cfg: Config) -> np.ndarray | None:
 
 
 def truth(mask: np.ndarray, cfg: Config) -> np.ndarray:
-    """What ``labels`` are compared with: class ids, the region classes, the bitmask, or mask > 0 for 'distance'."""
+    """What ``labels`` are compared with: the target the network learns, as a label image. Class ids, the
+    region classes, the bitmask (dilated for 'double_membrane'), or mask > 0 for 'distance'."""
     kind = encoding(cfg)
     if kind == "region":
         return encode(mask, cfg)[..., 0]
+    if kind == "double_membrane":
+        return from_bits(bitmask_channels(mask, cfg))
     if kind == "distance":
         out = (mask > 0).astype(np.int64)
         ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID

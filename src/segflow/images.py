@@ -23,11 +23,13 @@ from segflow.errors import SegflowError
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
 
 
-def list_images(folder: str | os.PathLike, what: str) -> list[Path]:
+def list_images(folder: str | os.PathLike, what: str, advice: str = "check the path in the config") -> list[Path]:
     """The image files of ``folder`` in sorted name order (BiaPy pairs images and masks by this order)."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SegflowError(f"{what}: {folder} is a file, not a folder; {advice}")
     if not folder.is_dir():
-        raise SegflowError(f"{what}: folder {folder} does not exist; check the path in the config")
+        raise SegflowError(f"{what}: folder {folder} does not exist; {advice}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not images:
@@ -62,6 +64,8 @@ def _read_raw(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, st
             return np.asarray(iio.imread(path, mode="P") if palette else iio.imread(path)), None
     except SegflowError:
         raise
+    except PermissionError:
+        raise SegflowError(f"{path}: permission denied; make it readable (chmod a+r) by your user") from None
     except Exception as exc:  # decoders raise many types for corrupt files; all mean the same to a user
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise SegflowError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); the file may be corrupt or truncated") from None
@@ -120,7 +124,9 @@ def _check_tiff_header(path: Path, series: tifffile.TiffPageSeries) -> None:
             f"{path}: cannot be read as an image (the header declares {declared} strips or tiles but lists "
             f"{len(page.dataoffsets)}); the file may be corrupt or truncated"
         )
-    _check_declared_size(path, series.nbytes, compressed=page.compression != 1)
+    # A 1-bit (bilevel) page stores 8 pixels a byte, though it decodes to one bool byte a pixel.
+    stored = series.nbytes if page.bitspersample != 1 else -(-series.nbytes // 8)
+    _check_declared_size(path, stored, compressed=page.compression != 1)
 
 
 def _check_npy_size(path: Path) -> None:
@@ -138,6 +144,14 @@ def _check_npy_size(path: Path) -> None:
         stored = path.stat().st_size - f.tell()
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
     _check_declared_size(path, nbytes, compressed=False, stored=stored)
+
+
+class _ShapeError(SegflowError):
+    """An image whose shape does not fit: ``problem`` says what it is, ``config_fix`` which keys to change."""
+
+    def __init__(self, problem: str, config_fix: str) -> None:
+        super().__init__(problem + config_fix)
+        self.problem = problem
 
 
 def _to_channels_last(arr: np.ndarray, axes: str | None, ndim: int, channels: int | None, path: Path) -> np.ndarray:
@@ -158,14 +172,14 @@ def _to_channels_last(arr: np.ndarray, axes: str | None, ndim: int, channels: in
             axes = axes.replace(axes[channel_axes[0]], "") + axes[channel_axes[0]]
         spatial = [n for a, n in zip(axes, arr.shape) if a not in "CS" and (n > 1 or a in "YX")]
         if ndim == 3 and channel_axes and len(spatial) == 2:
-            raise SegflowError(
-                f"{path}: image has shape {arr.shape} (axes {axes}), a 2D image with channels, but PROBLEM.NDIM is 3D; "
-                "set PROBLEM.NDIM: 2D or give 3D stacks"
+            raise _ShapeError(
+                f"{path}: image has shape {arr.shape} (axes {axes}), a 2D image with channels",
+                ", but PROBLEM.NDIM is 3D; set PROBLEM.NDIM: 2D or give 3D stacks",
             )
         if ndim == 2 and (("Z" in axes and arr.shape[axes.index("Z")] > 1) or len(spatial) > 2):
-            raise SegflowError(
-                f"{path}: image has shape {arr.shape} (axes {axes}), a 3D stack, but PROBLEM.NDIM is 2D; "
-                "set PROBLEM.NDIM: 3D or give 2D images"
+            raise _ShapeError(
+                f"{path}: image has shape {arr.shape} (axes {axes}), a 3D stack",
+                ", but PROBLEM.NDIM is 2D; set PROBLEM.NDIM: 3D or give 2D images",
             )
     # Drop leading singleton axes (e.g. T=1) beyond what the dimensionality needs.
     while arr.ndim > ndim + 1 and arr.shape[0] == 1:
@@ -177,33 +191,54 @@ def _to_channels_last(arr: np.ndarray, axes: str | None, ndim: int, channels: in
             # No axis metadata: a channels-first file whose first axis matches the expected channel count.
             arr = np.moveaxis(arr, 0, -1)
         elif ndim == 2:
-            raise SegflowError(
-                f"{path}: image has shape {arr.shape}: as (y, x, c) it has {arr.shape[-1]} channels, but DATA.PATCH_SIZE "
-                f"ends in {channels}; if it is a 3D stack of {arr.shape[0]} slices set PROBLEM.NDIM: 3D, otherwise set "
-                f"the last value of DATA.PATCH_SIZE to its channel count"
+            raise _ShapeError(
+                f"{path}: image has shape {arr.shape}: as (y, x, c) it has {arr.shape[-1]} channels",
+                f", but DATA.PATCH_SIZE ends in {channels}; if it is a 3D stack of {arr.shape[0]} slices set "
+                "PROBLEM.NDIM: 3D, otherwise set the last value of DATA.PATCH_SIZE to its channel count",
             )
     if arr.ndim != ndim + 1:
         want = "(z, y, x) or (z, y, x, c)" if ndim == 3 else "(y, x) or (y, x, c)"
-        raise SegflowError(
-            f"{path}: image has shape {arr.shape}, not a {ndim}D image {want}; check PROBLEM.NDIM"
+        raise _ShapeError(
+            f"{path}: image has shape {arr.shape}, not a {ndim}D image {want}",
+            "; check PROBLEM.NDIM"
             + (" (this looks like a 3D stack: set PROBLEM.NDIM: 3D)" if ndim == 2 and arr.ndim == 4 else "")
-            + (" (this looks like a 2D image: set PROBLEM.NDIM: 2D)" if ndim == 3 and arr.ndim <= 3 else "")
+            + (" (this looks like a 2D image: set PROBLEM.NDIM: 2D)" if ndim == 3 and arr.ndim <= 3 else ""),
         )
     return arr
 
 
-def read_image(path: str | os.PathLike, ndim: int, channels: int | None = None, palette_indices: bool = False) -> np.ndarray:
-    """Read an image as ``(y, x, c)`` (2D) or ``(z, y, x, c)`` (3D), keeping its dtype."""
+def read_image(
+    path: str | os.PathLike,
+    ndim: int,
+    channels: int | None = None,
+    palette_indices: bool = False,
+    expect: str | None = None,
+) -> np.ndarray:
+    """Read an image as ``(y, x, c)`` (2D) or ``(z, y, x, c)`` (3D), keeping its dtype.
+
+    A shape that does not fit says which config keys to change; with ``expect`` (what a model without a
+    config wants, e.g. "this model is 2D with 1 channel; give a (y, x) image") it says that instead.
+    """
     path = Path(path)
     arr, axes = _read_raw(path, palette_indices)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise SegflowError(f"{path}: pixel type {arr.dtype} is not supported; use integer or float images")
-    if ndim == 3 and (arr.ndim == 2 or path.suffix.lower() in (".png", ".jpg", ".jpeg")):
-        # PNG and JPG hold only 2D images; an RGB one must not be read as a stack of 3-pixel-wide slices.
-        raise SegflowError(f"{path}: image has shape {arr.shape}, a 2D image, but PROBLEM.NDIM is 3D; set PROBLEM.NDIM: 2D or give 3D stacks")
-    return _to_channels_last(arr, axes, ndim, channels, path)
+    if arr.size == 0:
+        raise SegflowError(f"{path}: image has shape {arr.shape}, no pixels; replace it with a valid image")
+    try:
+        if ndim == 3 and (arr.ndim == 2 or path.suffix.lower() in (".png", ".jpg", ".jpeg")):
+            # PNG and JPG hold only 2D images; an RGB one must not be read as a stack of 3-pixel-wide slices.
+            raise _ShapeError(
+                f"{path}: image has shape {arr.shape}, a 2D image",
+                ", but PROBLEM.NDIM is 3D; set PROBLEM.NDIM: 2D or give 3D stacks",
+            )
+        return _to_channels_last(arr, axes, ndim, channels, path)
+    except _ShapeError as exc:
+        if expect is None:
+            raise
+        raise SegflowError(f"{exc.problem}; {expect}") from None
 
 
 def read_mask(path: str | os.PathLike, ndim: int, integer: bool = True) -> np.ndarray:
@@ -265,7 +300,94 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, ndim: int, reference:
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr, metadata=metadata, **kwargs))
 
 
-def write_palette_png(path: str | os.PathLike, labels: np.ndarray) -> None:
+# What a prediction may be written as, by suffix: labels losslessly, float values only where floats fit.
+LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+VALUE_SUFFIXES = (".tif", ".tiff", ".npy")
+
+
+def check_output_suffix(path: str | os.PathLike, labels: bool, ndim: int | None = None, option: str = "OUTPUT") -> None:
+    """Refuse an output name whose format cannot hold the prediction exactly (``ndim`` None: not known yet)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    what = "class labels" if labels else "float probabilities or values"
+    allowed = LABEL_SUFFIXES if labels and ndim != 3 else VALUE_SUFFIXES
+    if suffix in allowed:
+        return
+    if suffix in (".jpg", ".jpeg"):
+        why = "JPEG is lossy and would change the values"
+    elif suffix == ".png":
+        why = "PNG holds one 2D image" if ndim == 3 else "PNG holds integers, not floats"
+    else:
+        why = f"segflow does not write '{suffix}' files" if suffix else "the name has no suffix to choose a format by"
+    raise SegflowError(f"{option} {path}: cannot hold {what}: {why}; name it with {', '.join(allowed)}")
+
+
+def label_style(mask_path: str | os.PathLike | None) -> tuple[str, bool]:
+    """The suffix and palette flag that label images should have to match a user's mask file.
+
+    Palette PNG masks (VOC) give palette PNGs, other PNG (and JPEG) masks grayscale PNGs of class ids,
+    NumPy masks ``.npy``, anything else (TIFF, no masks) TIFF, the format BiaPy's docs show.
+    """
+    if mask_path is None:
+        return ".tif", False
+    suffix = Path(mask_path).suffix.lower()
+    if suffix in (".png", ".jpg", ".jpeg"):
+        try:
+            palette = suffix == ".png" and iio.immeta(mask_path).get("mode") == "P"
+        except Exception:  # the mask was read already; its metadata only picks a colour scheme
+            palette = False
+        return ".png", palette
+    return (".npy", False) if suffix == ".npy" else (".tiff" if suffix == ".tiff" else ".tif", False)
+
+
+def _png_labels(path: Path, labels: np.ndarray) -> np.ndarray:
+    """A 2D label image as uint8 or uint16 (what PNG stores), or an error when its values do not fit."""
+    if labels.dtype in (np.uint8, np.uint16):
+        return labels
+    top = int(labels.max()) if labels.size else 0
+    if np.issubdtype(labels.dtype, np.integer) and labels.min() >= 0 and top <= 65535:
+        return labels.astype(np.uint8 if top <= 255 else np.uint16)
+    raise SegflowError(f"{path}: labels of type {labels.dtype} (up to {top}) do not fit a PNG; write .tif instead")
+
+
+def write_output(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    ndim: int,
+    reference: str | os.PathLike | None = None,
+    palette: bool = False,
+) -> None:
+    """Write a prediction (channels last) in the format its suffix names, atomically.
+
+    ``.tif``/``.tiff``: an ImageJ TIFF (see ``write_tiff``); ``.npy``: the array, a single channel dropped;
+    ``.png``: a 2D label image of class ids (grayscale, uint8 or uint16), or with ``palette`` a palette PNG
+    with VOC's colours. Call ``check_output_suffix`` first: other suffixes are refused here too.
+    """
+    path = Path(path)
+    arr = np.asarray(array)
+    labels = not np.issubdtype(arr.dtype, np.floating)
+    check_output_suffix(path, labels, ndim)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return write_tiff(path, arr, ndim, reference)
+    if arr.ndim == ndim + 1 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if suffix == ".npy":
+        return atomic_write(path, lambda tmp: _save_npy(tmp, arr))
+    if arr.ndim != 2:
+        raise SegflowError(f"{path}: labels of shape {arr.shape} are not one 2D image; write .tif instead")
+    arr = _png_labels(path, arr)
+    if palette and arr.dtype == np.uint8:
+        return _write_palette_png(path, arr)
+    return atomic_write(path, lambda tmp: iio.imwrite(tmp, arr, extension=".png"))
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # np.save given a name would add ".npy" to one spelt ".NPY"
+        np.save(f, arr, allow_pickle=False)
+
+
+def _write_palette_png(path: Path, labels: np.ndarray) -> None:
     """Write a 2D uint8 label image as a palette PNG with PASCAL VOC's colours, atomically."""
     from PIL import Image
 

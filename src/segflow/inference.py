@@ -238,8 +238,7 @@ class Predictor:
             model.load_state_dict(ckpt["state_dict"], strict=True)
         except RuntimeError as exc:
             raise SegflowError(f"checkpoint {path}: its weights do not fit the model its config describes ({str(exc).splitlines()[0]})") from None
-        norm_state = hp.get("normalizer") or {}
-        normalizer = Normalizer(model.cfg.DATA.NORMALIZATION, norm_state.get("mean"), norm_state.get("std"))
+        normalizer = Normalizer.from_state(model.cfg.DATA.NORMALIZATION, hp.get("normalizer"))
         device = torch.device(device)
         net = model.net.to(device).eval()  # channels-last, as build_model makes it
         return cls(net=net, cfg=model.cfg, normalizer=normalizer, device=device, autocast=autocast_dtype(model.cfg.TRAIN.PRECISION, device.type))
@@ -257,14 +256,36 @@ class Predictor:
         """Windows in, class probabilities out; averaged over flips and rotations with ``tta``."""
         return tta_views(self._probabilities, self.cfg.ndim) if tta else self._probabilities
 
-    def as_image(self, image: np.ndarray) -> np.ndarray:
-        """Accept ``(y, x)`` / ``(z, y, x)`` as well as channels-last input."""
+    def expects(self) -> str:
+        """What this model takes, e.g. "this model is 2D with 1 channel; give a (y, x) image"."""
+        c = self.cfg.in_channels
+        axes = ("(z, y, x" if self.cfg.ndim == 3 else "(y, x") + (f", {c})" if c > 1 else ")")
+        kind = "stack" if self.cfg.ndim == 3 else "image"
+        return f"this model is {self.cfg.PROBLEM.NDIM} with {c} channel{'s' if c > 1 else ''}; give a {axes} {kind}"
+
+    def as_image(self, image: np.ndarray, source: str | os.PathLike | None = None) -> np.ndarray:
+        """Check a raw image and give it channels last: ``(y, x)`` / ``(z, y, x)`` gain a channel axis.
+
+        Refused, naming ``source`` (the file) when given: a shape or channel count the model does not take,
+        an empty image (an axis of size 0), a non-numeric type, NaN or infinite values.
+        """
+        where = f"{source}: image" if source is not None else "image"
+        if not hasattr(image, "ndim"):
+            image = np.asarray(image)
+        dtype = np.dtype(image.dtype)
+        if not (np.issubdtype(dtype, np.bool_) or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            raise SegflowError(f"{where} has pixel type {dtype}, not supported; give integer or float pixels")
         if image.ndim == self.cfg.ndim:
             image = image[..., None]
         if image.ndim != self.cfg.ndim + 1 or image.shape[-1] != self.cfg.in_channels:
+            raise SegflowError(f"{where} of shape {tuple(image.shape)} does not fit: {self.expects()}")
+        if 0 in image.shape:
             raise SegflowError(
-                f"image of shape {image.shape} does not fit this {self.cfg.PROBLEM.NDIM} model with {self.cfg.in_channels} channel(s); "
-                f"give {'(z, y, x' if self.cfg.ndim == 3 else '(y, x'}{', c)' if self.cfg.in_channels > 1 else ')'}"
+                f"{where} of shape {tuple(image.shape)} has no pixels (an axis of size 0); give a non-empty image"
+            )
+        if np.issubdtype(dtype, np.floating) and not _all_finite(image):
+            raise SegflowError(
+                f"{where} holds NaN or infinite values; replace them (e.g. with np.nan_to_num) before predicting"
             )
         return image
 
@@ -277,10 +298,20 @@ class Predictor:
         tta: bool = False,
         full_image: bool = False,
         progress: bool = False,
+        source: str | os.PathLike | None = None,
     ) -> np.ndarray:
-        """Class probabilities for a raw image, channels last: ``(..., 1)`` foreground for binary, ``(..., N)`` otherwise."""
-        image = self.as_image(image)
-        stats = self.normalizer.stats(image)
+        """Class probabilities for a raw image, channels last: ``(..., 1)`` foreground for binary, ``(..., N)`` otherwise.
+
+        ``source`` (the image's file) is named in the errors about the image.
+        """
+        image = self.as_image(image, source)
+        if overlap is not None and (len(overlap) != self.cfg.ndim or not all(0 <= ov < 1 for ov in overlap)):
+            raise SegflowError(
+                f"overlap {list(overlap)}: give {self.cfg.ndim} fractions in [0, 1), one per spatial axis"
+            )
+        if batch_size is not None and batch_size <= 0:
+            raise SegflowError(f"batch_size {batch_size}: must be positive")
+        stats = self.normalizer.stats(image, "image" if source is None else str(source))
         fn = self.window_fn(tta)
         if full_image:
             out = self._full(image, stats, fn)
@@ -338,6 +369,12 @@ class Predictor:
             for r, p in zip(regions, probs):
                 scorer.add("patch", p, self.labels(p), mask[r])
         return scorer.rows
+
+
+def _all_finite(image: np.ndarray) -> bool:
+    """``np.isfinite(image).all()`` a slab of the first axis at a time: no image-sized temporary (memory maps)."""
+    step = max(1, 2**24 // max(1, int(np.prod(image.shape[1:]))))
+    return all(bool(np.isfinite(image[i : i + step]).all()) for i in range(0, image.shape[0], step))
 
 
 def load_model(path: str | os.PathLike, device: str | None = None) -> Predictor:

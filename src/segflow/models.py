@@ -1,7 +1,8 @@
 """Build the segmentation network from ``MODEL.*`` with MONAI's U-Net family.
 
 ``unet`` and ``resunet`` are MONAI's DynUNet (nnU-Net's design: two convolutions per level, strided
-downsampling, any depth, anisotropic strides), without and with residual blocks.
+downsampling, any depth, anisotropic strides), without and with residual blocks. ``attention_unet`` is
+MONAI's AttentionUnet, which always uses batch normalisation.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from monai.networks.nets import AttentionUnet, DynUNet
 from segflow.encodings import out_channels
 from segflow.schema import Config
 
-_NORMS = {"bn": "batch", "in": "instance", "none": None}
+# MONAI's get_norm_layer builds an Identity for the name "": a network with no normalisation layers.
+_NORMS = {"bn": "batch", "in": "instance", "none": ""}
 
 
 def strides(cfg: Config) -> list[tuple[int, ...] | int]:
@@ -78,6 +80,6 @@ def _network(cfg: Config) -> torch.nn.Module:
         upsample_kernel_size=level_strides,
         filters=list(m.FEATURE_MAPS),
         dropout=dropout or None,
-        norm_name=_NORMS[m.NORMALIZATION] or ("group", {"num_groups": 1, "affine": False}),
+        norm_name=_NORMS[m.NORMALIZATION],
         res_block=m.ARCHITECTURE == "resunet",
     )

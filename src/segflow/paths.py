@@ -1,9 +1,52 @@
-"""The result folder layout of BiaPy's docs: ``<result_dir>/<name>/{config_files,checkpoints,results/<name>_<run_id>/...}``."""
+"""The result folder layout of BiaPy's docs:
+``<result_dir>/<name>/{config_files,checkpoints,results/<name>_<run_id>/...}``."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from segflow.errors import SegflowError
+
+# The longest suffix a run adds to ``<name>_<run_id>`` in a file name (a checkpoint being written).
+_LONGEST_SUFFIX = "-checkpoint-last.prev.pth.part"
+_NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")  # a name from undecodable command-line bytes holds lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_plain_name(option: str, value: str) -> None:
+    """``--name`` and ``--run_id`` become folder and file names: refuse anything but one plain name.
+
+    A separator (``/`` or ``\\``), ``.`` or ``..`` would write outside ``--result_dir`` or into another
+    run's files; a leading ``-`` reads as an option in every later shell command; control characters
+    and surrounding spaces are almost always a quoting mistake.
+    """
+    reason = None
+    if not value.strip():
+        reason = "is empty" if not value else "is only spaces"
+    elif value in (".", ".."):
+        reason = "is not a folder name ('.' and '..' stand for --result_dir itself and the folder above it)"
+    elif "/" in value or "\\" in value:
+        reason = "must not contain '/' or '\\' (it is one folder name, not a path)"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        reason = "holds a control character (NUL, tab, newline, ...)"
+    elif not value.isprintable() and not _is_utf8(value):
+        reason = "is not UTF-8 text (undecodable bytes in the name)"
+    elif value != value.strip():
+        reason = "starts or ends with a space"
+    elif value.startswith("-"):
+        reason = "starts with '-', which reads as an option"
+    if reason:
+        shown = value if value and value.isprintable() and value == value.strip() else repr(value)
+        raise SegflowError(f"{option} {shown}: {reason}; use one plain folder name such as myjob or 1")
 
 
 @dataclass(frozen=True)
@@ -13,6 +56,35 @@ class RunPaths:
     result_dir: Path
     name: str
     run_id: str
+
+    @classmethod
+    def checked(cls, result_dir: str | os.PathLike, name: str, run_id: str) -> RunPaths:
+        """The paths of run ``<name>_<run_id>`` under ``result_dir``, after refusing names that are not plain."""
+        text = os.fspath(result_dir)
+        if not text.strip():
+            raise SegflowError(
+                "--result_dir is empty; give the folder under which <name>/ is created (e.g. --result_dir results)"
+            )
+        if "\x00" in text:
+            raise SegflowError(f"--result_dir {text!r} holds a NUL character; give a real folder name")
+        check_plain_name("--name", name)
+        check_plain_name("--run_id", run_id)
+        job = f"{name}_{run_id}"
+        size = len(os.fsencode(job + _LONGEST_SUFFIX))  # fsencode: a name from undecodable bytes has surrogates
+        if size > _NAME_MAX:
+            raise SegflowError(
+                f"--name and --run_id are too long: with them a checkpoint file name ({job[:20]}...{_LONGEST_SUFFIX}) "
+                f"has {size} bytes, over the file system's limit of {_NAME_MAX} bytes; "
+                "use shorter ones"
+            )
+        try:
+            folder = Path(text).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+            reason = f"--result_dir {text}: cannot be resolved ({exc})"
+            raise SegflowError(f"{reason}; fix the symbolic link loop, or give a real folder") from None
+        if not _is_utf8(str(folder)):  # TensorBoard (and YAML) cannot write such paths
+            raise SegflowError(f"--result_dir {str(folder)!r}: its path is not UTF-8 text; choose a folder whose path is")
+        return cls(folder, name, run_id)
 
     @property
     def job(self) -> str:
@@ -26,6 +98,11 @@ class RunPaths:
     @property
     def config_files(self) -> Path:
         return self.root / "config_files"
+
+    @property
+    def config_copy(self) -> Path:
+        """``config_files/<name>_<run_id>.yaml``: one per run, so runs never replace each other's (BiaPy 3's name)."""
+        return self.config_files / f"{self.job}.yaml"
 
     @property
     def checkpoints(self) -> Path:
@@ -47,3 +124,9 @@ class RunPaths:
     def checkpoint(self, which: str) -> Path:
         """``checkpoints/<job>-checkpoint-{best,last}.pth``."""
         return self.checkpoints / f"{self.job}-checkpoint-{which}.pth"
+
+    def own_checkpoints(self) -> list[Path]:
+        """Every checkpoint file name this run may have: best and last, the ``.prev`` kept before each, and
+        the ``.part`` of one being written (``training.AtomicCheckpoint``); another run's never match."""
+        names = [f"{self.job}-checkpoint-{which}{prev}.pth" for which in ("best", "last") for prev in ("", ".prev")]
+        return [self.checkpoints / n for name in names for n in (name, name + ".part")]

@@ -70,6 +70,10 @@ def _type_name(annotation: object) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin is typing.Annotated:  # a constrained type: its bounds are in the description
+        return _type_name(typing.get_args(annotation)[0])
+    if origin is tuple and typing.get_args(annotation)[-1:] == (Ellipsis,):
+        return f"tuple[{_type_name(typing.get_args(annotation)[0])}, ...]"
     text = getattr(annotation, "__name__", None) if origin is None else str(annotation)
     return (text or str(annotation)).replace("typing.", "")
 

@@ -7,11 +7,12 @@ file loads. The field descriptions are the documentation: ``segflow reference`` 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PositiveInt = Field(gt=0)
+# A window or patch-grid overlap per axis: a fraction in [0, 1) (1 would never advance).
+Overlap = tuple[Annotated[float, Field(ge=0, lt=1)], ...]
 
 
 class Section(BaseModel):
@@ -37,7 +38,12 @@ class SystemConfig(Section):
 
 # --------------------------------------------------------------------------------------------- PROBLEM
 class SemanticSegConfig(Section):
-    IGNORE_CLASS_ID: int = Field(-1, description="Mask value left out of loss and every metric (e.g. 255, VOC's 'void' border); -1 = none.")
+    IGNORE_CLASS_ID: int = Field(
+        -1,
+        ge=-1,
+        description="Mask value (0 or more) left out of loss and every metric (e.g. 255, VOC's 'void' border); "
+        "-1 = none, and then a negative mask value is an error like any value that is not a class.",
+    )
     ENCODING: Literal["categorical", "bitmask", "double_membrane", "region", "linear", "distance"] = Field(
         "categorical",
         description="segflow key. How masks become training targets. 'categorical': one class id per pixel (softmax; sigmoid for 2 classes). "
@@ -45,7 +51,9 @@ class SemanticSegConfig(Section):
         "'double_membrane': bitmask with each class dilated by one pixel in y-x. 'region': non-zero pixels are membrane (class 0), each connected "
         "region of zeros in a y-x plane is a class 1..N_CLASSES-1 (extra regions join the last one). 'linear': the mask value itself is a "
         "regression target (float or >8-bit masks, e.g. a distance transform). 'distance': segflow computes the distance transform of the "
-        "binary mask (mask > 0) and regresses it.",
+        "binary mask (mask > 0) and regresses it. The test phase scores every encoding against the target the "
+        "network learns: 'double_membrane' against the dilated bitmask, 'region' against the region classes, "
+        "'distance' as predicted distance > 0.5 against mask > 0.",
     )
     OUTPUT_ACTIVATION: Literal["relu", "linear"] = Field("relu", description="segflow key. Output activation of the regression encodings ('linear', 'distance').")
 
@@ -61,7 +69,11 @@ class NormalizationConfig(Section):
     TYPE: Literal["div", "scale_range", "zero_mean_unit_variance", "custom"] = Field(
         "div",
         description="'div': divide by the dtype's range (255 for uint8, 65535 for uint16; floats unchanged), never by the "
-        "data's max. 'scale_range': per image to [0, 1] from its min and max. 'zero_mean_unit_variance': per image. "
+        "data's max. Integer images wider than 16 bits (int32, int64, uint32) are taken as 8- or 16-bit data saved "
+        "wide: divided by 255 when the training images' values all fit 0..255, else by 65535 (stored in the "
+        "checkpoint, so prediction divides the same way); values outside 0..65535 are an error (use 'scale_range' "
+        "or 'zero_mean_unit_variance' for them). 'scale_range': per image to [0, 1] from its min and max. "
+        "'zero_mean_unit_variance': per image. "
         "'custom': subtract CUSTOM_MEAN and divide by CUSTOM_STD (computed on the training images when -1 and stored "
         "in the checkpoint).",
     )
@@ -83,7 +95,7 @@ class TrainDataConfig(Section):
     GT_PATH: str = Field("user_data/train/y", description="Folder of training masks, paired with the images by sorted file name.")
     IN_MEMORY: bool = Field(True, description="Keep decoded images in memory (segflow always does for training; kept for BiaPy files).")
     REPLICATE: int = Field(0, ge=0, description="With EXTRACT_RANDOM_PATCH: repeat the image list this many times per epoch (0 or 1 = once).")
-    OVERLAP: tuple[float, ...] = Field((0, 0), description="Without EXTRACT_RANDOM_PATCH: minimum overlap of the training patch grid, fraction per axis in [0, 1).")
+    OVERLAP: Overlap = Field((0, 0), description="Without EXTRACT_RANDOM_PATCH: minimum overlap of the training patch grid, fraction per axis in [0, 1).")
     PADDING: tuple[int, ...] = Field((0, 0), description="Accepted for BiaPy files; segflow cuts training patches without padding.")
     CHECK_DATA: bool = Field(True, description="Check every mask's values against MODEL.N_CLASSES before training.")
 
@@ -101,7 +113,7 @@ class ValDataConfig(Section):
     PATH: str = Field("user_data/val/x", description="Folder of validation images when FROM_TRAIN is false.")
     GT_PATH: str = Field("user_data/val/y", description="Folder of validation masks when FROM_TRAIN is false.")
     IN_MEMORY: bool = Field(True, description="Accepted for BiaPy files; validation images are kept in memory.")
-    OVERLAP: tuple[float, ...] = Field((0, 0), description="Overlap of the validation patch grid, fraction per axis in [0, 1).")
+    OVERLAP: Overlap = Field((0, 0), description="Overlap of the validation patch grid, fraction per axis in [0, 1).")
     PADDING: tuple[int, ...] = Field((0, 0), description="Accepted for BiaPy files; validation patches are cut without padding.")
 
 
@@ -110,7 +122,7 @@ class TestDataConfig(Section):
     GT_PATH: str = Field("user_data/test/y", description="Folder of test masks (read when LOAD_GT is true).")
     LOAD_GT: bool = Field(True, description="Read test masks and report IoU.")
     IN_MEMORY: bool = Field(False, description="Accepted for BiaPy files; test images are read one at a time.")
-    OVERLAP: tuple[float, ...] = Field((0, 0), description="Overlap between prediction windows, fraction per axis in [0, 1); 0 = the minimum that covers the image.")
+    OVERLAP: Overlap = Field((0, 0), description="Overlap between prediction windows, fraction per axis in [0, 1); 0 = the minimum that covers the image.")
     PADDING: tuple[int, ...] = Field((0, 0), description="Pixels per axis discarded at each window border when merging (BiaPy's PADDING); raises the effective overlap.")
     CHECK_DATA: bool = Field(True, description="Check test mask values against MODEL.N_CLASSES.")
     ARGMAX_TO_OUTPUT: bool = Field(True, description="Write class label images (argmax) instead of one probability channel per class (N_CLASSES > 2).")
@@ -193,14 +205,19 @@ class AugmentorConfig(Section):
 class ModelConfig(Section):
     ARCHITECTURE: Literal["unet", "resunet", "attention_unet"] = Field(
         "unet",
-        description="'unet' (MONAI UNet), 'resunet' (MONAI UNet with residual units) or 'attention_unet' (MONAI AttentionUnet).",
+        description="'unet' (MONAI DynUNet: nnU-Net's U-Net, two convolutions per level, strided downsampling), "
+        "'resunet' (MONAI DynUNet with residual blocks) or 'attention_unet' (MONAI AttentionUnet).",
     )
     FEATURE_MAPS: list[int] = Field([16, 32, 64, 128, 256], min_length=3, description="Channels per level, from top to bottom (at least 3 levels); each level halves the resolution.")
     DROPOUT_VALUES: list[float] = Field(
         [0.0, 0.0, 0.0, 0.0, 0.0],
         description="Dropout per level (BiaPy). MONAI's networks take one rate, so segflow uses the largest value for every level.",
     )
-    NORMALIZATION: Literal["bn", "in", "none"] = Field("bn", description="Normalisation layers: batch ('bn'), instance ('in') or none (unet/resunet).")
+    NORMALIZATION: Literal["bn", "in", "none"] = Field(
+        "bn",
+        description="Normalisation layers of unet and resunet: batch ('bn'), instance ('in') or 'none' (no "
+        "normalisation layers). attention_unet always uses batch normalisation (MONAI's AttentionUnet has no other).",
+    )
     KERNEL_SIZE: int = Field(3, description="Convolution kernel size.")
     N_CLASSES: int = Field(2, ge=2, description="Number of classes; 2 = binary (one sigmoid output), more = softmax over N_CLASSES outputs.")
     Z_DOWN: list[int] = Field([], description="3D: per level, 1 to keep z (no pooling along z), 2 to halve it; empty = halve at every level.")

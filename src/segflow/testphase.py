@@ -16,18 +16,19 @@ import math
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from segflow.atomic import atomic_write_text
 from segflow.data import list_pairs, read_pair
 from segflow.errors import SegflowError
 from segflow.encodings import bits, is_bitmask
 from segflow.evaluation import SUMMARY_KEYS, Scorer
-from segflow.images import write_palette_png, write_tiff
+from segflow.images import label_style, write_output, write_tiff
 from segflow.inference import Predictor
 from segflow.paths import RunPaths
 from segflow.postprocess import apply_median_filters, filters_for, median_filters
+from segflow.progress import each_image
 from segflow.schema import Config
+
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
@@ -40,27 +41,43 @@ class Recorder:
         self.cfg, self.predictor, self.paths = cfg, predictor, paths
         self.modes: dict[str, Scorer] = {}
 
-    def emit(self, mode: str, folder: str, binarized: str | None, src: Path, probs: np.ndarray, mask: np.ndarray | None, ndim: int) -> None:
-        """Decode ``probs`` with the threshold the IoU uses, write both, and score them against ``mask``."""
+    def emit(
+        self,
+        mode: str,
+        folder: str,
+        binarized: str | None,
+        src: Path,
+        probs: np.ndarray,
+        mask: np.ndarray | None,
+        ndim: int,
+        mask_path: Path | None = None,
+    ) -> None:
+        """Decode ``probs`` with the threshold the IoU uses, write both, and score them against ``mask``.
+
+        The labels take the form of the user's mask file ``mask_path`` (see ``images.label_style``).
+        """
         labels = self.predictor.labels(probs)
         reference = src if src.is_file() else None
         write_tiff(self.paths.sub(folder) / f"{src.stem}.tif", probs.astype(np.float32, copy=False), ndim, reference=reference)
         if binarized is not None and labels is not None:
-            self._write_labels(self.paths.sub(binarized), src, labels, ndim, reference)
+            self._write_labels(self.paths.sub(binarized), src, labels, ndim, reference, mask_path)
         if mask is not None:
             self.scorer(mode).add(src.name, probs, labels, mask)
 
-    def _write_labels(self, folder: Path, src: Path, labels: np.ndarray, ndim: int, reference: Path | None) -> None:
+    def _write_labels(
+        self, folder: Path, src: Path, labels: np.ndarray, ndim: int, reference: Path | None, mask_path: Path | None
+    ) -> None:
         model_cfg = self.predictor.cfg
         n = model_cfg.MODEL.N_CLASSES
         if not self.cfg.DATA.TEST.ARGMAX_TO_OUTPUT and (n > 2 or is_bitmask(model_cfg)):
-            # One 0/1 channel per class instead of a label (or bitmask) image.
+            # One 0/1 channel per class instead of a label (or bitmask) image: only TIFF holds that.
             channels = bits(labels, n) if is_bitmask(model_cfg) else np.stack([labels == c for c in range(n)], axis=-1).astype(np.uint8)
             write_tiff(folder / f"{src.stem}.tif", channels, ndim, reference=reference)
-        elif ndim == 2 and src.suffix.lower() in (".png", ".jpg", ".jpeg") and labels.dtype == np.uint8:
-            write_palette_png(folder / f"{src.stem}.png", labels)  # as the inputs: a picture a person can look at
-        else:
-            write_tiff(folder / f"{src.stem}.tif", labels, ndim, reference=reference)
+            return
+        suffix, palette = label_style(mask_path)
+        if suffix == ".png" and (ndim != 2 or labels.max(initial=0) > 65535):
+            suffix = ".tif"  # a PNG holds one 2D image of at most 16 bits
+        write_output(folder / f"{src.stem}{suffix}", labels, ndim, reference=reference, palette=palette)
 
     def scorer(self, mode: str) -> Scorer:
         return self.modes.setdefault(mode, Scorer(self.predictor.cfg))
@@ -80,17 +97,17 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
     patches = Scorer(predictor.cfg)
     stacked: list[tuple[np.ndarray, np.ndarray | None]] = []
 
-    for src, mask_path in tqdm(pairs, desc="Test images", unit="img"):
+    for src, mask_path in each_image(pairs, "test image", lambda pair: pair[0].name):
         image, mask = read_pair(predictor.cfg, src, mask_path, "test", t.CHECK_DATA)
-        probs = predictor.predict(image, tta=tta, progress=True)
-        rec.emit("merge patches", "per_image", "per_image_binarized", src, probs, mask, ndim)
+        probs = predictor.predict(image, tta=tta, progress=True, source=src)
+        rec.emit("merge patches", "per_image", "per_image_binarized", src, probs, mask, ndim, mask_path)
         if mask is not None:
             patches.rows += predictor.patch_scores(image, mask)
         if image_filters:
             rec.emit("merge patches - post-processing", "per_image_post_processing", None, src, apply_median_filters(probs, image_filters), mask, ndim)
         if cfg.TEST.FULL_IMG:
-            full = predictor.predict(image, tta=tta, full_image=True)
-            rec.emit("full image", "full_image", "full_image_binarized", src, full, mask, ndim)
+            full = predictor.predict(image, tta=tta, full_image=True, source=src)
+            rec.emit("full image", "full_image", "full_image_binarized", src, full, mask, ndim, mask_path)
             if image_filters:
                 rec.emit("full image - post-processing", "full_post_processing", None, src, apply_median_filters(full, image_filters), mask, ndim)
         if stack:
@@ -142,18 +159,20 @@ def write_metrics_csv(result: dict, target: Path) -> None:
 
 
 def print_summary(result: dict) -> None:
-    """The end-of-test table; the first column uses BiaPy's line names."""
+    """The end-of-test table; the first column uses BiaPy's line names, as wide as the longest of them."""
     regression = any(not math.isnan(res["per_image_mean"]["mse"]) for res in result.values())
     extra = f" {'MSE':>9} {'MAE':>9}" if regression else ""
+    labels = {mode: f"Test Foreground IoU ({mode})" for mode in result}
+    width = max(len(label) for label in labels.values()) if labels else len("Test")
     print()
-    print(f"{'Test':<44} {'Foreground IoU':>14} {'(pooled)':>9} {'mean IoU':>9} {'Dice':>7} {'accuracy':>9}{extra}")
+    columns = f"{'Foreground IoU':>14} {'(pooled)':>9} {'mean IoU':>9} {'Dice':>7} {'accuracy':>9}{extra}"
+    print(f"{'Test':<{width}} {columns}")
     for mode, res in result.items():
         m, p = res["per_image_mean"], res["pooled"]
         unit = "patch" if mode == "per patch" else "image"
-        label = f"Test Foreground IoU ({mode})"
         errors = f" {_fmt(m['mse']):>9} {_fmt(m['mae']):>9}" if regression else ""
         print(
-            f"{label:<44} {_fmt(m['foreground_iou']):>14} {_fmt(p['foreground_iou']) if p else '-':>9} "
+            f"{labels[mode]:<{width}} {_fmt(m['foreground_iou']):>14} {_fmt(p['foreground_iou']) if p else '-':>9} "
             f"{_fmt(m['mean_iou']):>9} {_fmt(m['foreground_dice']):>7} {_fmt(m['accuracy']):>9}{errors}   (mean per {unit})"
         )
     merged = result.get("merge patches")

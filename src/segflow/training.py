@@ -10,11 +10,12 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
-import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -29,7 +30,7 @@ from monai.optimizers import WarmupCosineSchedule
 from segflow import __version__
 from segflow.atomic import atomic_write_text
 from segflow.augment import build_augmentation, write_aug_samples
-from segflow.charts import plot_history
+from segflow.charts import EpochLog, best_line
 from segflow.config import config_to_yaml
 from segflow.data import TrainData, load_train_data
 from segflow.encodings import class_counts, encode, encoding, is_bitmask
@@ -45,10 +46,16 @@ from segflow.schema import Config
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# Replaced by segflow's own lines: worker_warning() and the one on training without validation.
+warnings.filterwarnings("ignore", message="This DataLoader will create .* worker processes in total")
+warnings.filterwarnings("ignore", message=".*but have no `val_dataloader`.*")
 # Runs with different --run_id share checkpoints/ by design (BiaPy's layout); file names differ.
 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
-LOG_COLUMNS = ("epoch", "time", "data_wait", "lr", "loss", "IoU", "val_loss", "val_IoU")
+NO_VALIDATION = (
+    "warning: training without validation images (DATA.VAL.SPLIT_TRAIN 0): the best checkpoint, early "
+    "stopping and reduceonplateau follow the training loss, which says nothing about overfitting"
+)
 
 
 class SegModel(L.LightningModule):
@@ -62,6 +69,9 @@ class SegModel(L.LightningModule):
         self.net = build_model(self.cfg)
         self.loss_fn = SegmentationLoss(self.cfg, None if class_counts is None else np.asarray(class_counts), n_valid)
         self.train_iou, self.val_iou = self._iou_metric(), self._iou_metric()
+        # What ReduceLROnPlateau watches; train() sets "val_loss" when there is validation. Not decided in
+        # configure_optimizers: Lightning calls it before the validation loader exists.
+        self.monitor = "loss"
 
     def _iou_metric(self) -> torchmetrics.Metric | None:
         """IoU as the encoding defines it: per class, per bit, or of the predicted foreground (distance)."""
@@ -141,8 +151,23 @@ class SegModel(L.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         patience = s.REDUCEONPLATEAU_PATIENCE if s.REDUCEONPLATEAU_PATIENCE >= 0 else max(1, t.PATIENCE // 2) if t.PATIENCE > 0 else 10
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=s.REDUCEONPLATEAU_FACTOR, patience=patience, min_lr=min_lr)
-        monitor = "val_loss" if self.trainer.num_val_batches else "loss"
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch", "monitor": monitor}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch", "monitor": self.monitor}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Step a scheduler when Lightning says, except ReduceLROnPlateau: that one steps in on_train_epoch_end."""
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            super().lr_scheduler_step(scheduler, metric)
+
+    def on_train_epoch_end(self) -> None:
+        """Step ReduceLROnPlateau on this epoch's monitored loss.
+
+        Lightning would step it after the epoch's checkpoints are written, and skips that step for the epoch
+        a run resumes after; stepped here (after EpochLog logged the epoch's lr, before the checkpoints),
+        each checkpoint holds the state after its epoch and a resumed run continues exactly.
+        """
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                config.scheduler.step(float(self.trainer.callback_metrics[self.monitor]))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Mark the file as segflow's, with the version that wrote it."""
@@ -217,87 +242,25 @@ class EpochSeededSampler(torch.utils.data.Sampler):
         return len(self.dataset)
 
 
-class EpochLog(Callback):
-    """One row per epoch in ``train_logs/<job>_log.csv`` (rewritten atomically) and the charts.
+class FirstEpochSeeds(Callback):
+    """Seeds the sampler for the first epoch of a fit (``epoch``: 0, or the one a resumed run starts with)
+    before Lightning makes that epoch's iterator.
 
-    The rows are part of every checkpoint, so a resumed run continues the log without gaps or
-    duplicates, whatever was written after the checkpoint it resumes from.
-
-    It also times how long the training steps wait for their batches (NIST's "input queue starvation"):
-    the ``data_wait`` column, and a warning when the wait is a large share of the epoch.
+    Lightning makes the first epoch's training iterator in ``FitLoop.setup_data`` (as soon as the fit loop
+    starts, or already in ``configure_optimizers`` when a step schedule asks ``trainer.estimated_stepping_batches``),
+    before it calls ``sampler.set_epoch`` (later epochs: after). With loader workers, making the iterator starts
+    them: it draws their base seed from the loader's generator, copies the transforms' random state into them
+    and takes the first indices from the sampler. A resumed run's first epoch thus drew epoch 0's order and
+    the initial seeds instead of its own; without workers nothing is drawn before the first batch, which is
+    why resume was exact only there. The ``setup`` hook runs before both, once the processes of a DDP run
+    know their rank (the seeds depend on it).
     """
 
-    # Warn when steps waited this share of an epoch that took at least STARVED_MIN_S: below that
-    # the epoch is too short for the share to mean anything (worker start-up dominates).
-    STARVED_SHARE, STARVED_MIN_S = 0.2, 10.0
+    def __init__(self, sampler: EpochSeededSampler, epoch: int = 0) -> None:
+        self.sampler, self.epoch = sampler, epoch
 
-    def __init__(self, paths: RunPaths, workers: int = 0) -> None:
-        self.paths, self.workers = paths, workers
-        self.rows: list[dict[str, float]] = []
-        self._start = self._ready = time.monotonic()
-        self.wait = 0.0
-        self.warned = False
-
-    def state_dict(self) -> dict:
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.rows = list(state_dict.get("rows", []))
-        self._write()
-
-    def _write(self) -> None:
-        # Rows of checkpoints written before a column existed show it as NaN.
-        lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r.get(c, float('nan')):.6g}" for c in LOG_COLUMNS) for r in self.rows]
-        atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
-        if self.rows:
-            plot_history(self.rows, self.paths.sub("charts"), self.paths.job)
-
-    @property
-    def csv_path(self) -> Path:
-        return self.paths.sub("train_logs") / f"{self.paths.job}_log.csv"
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = self._ready = time.monotonic()
-        self.wait = 0.0
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        # From the end of the previous step (or the epoch's start: workers starting) until this batch arrived.
-        self.wait += time.monotonic() - self._ready
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._ready = time.monotonic()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        m = trainer.callback_metrics
-        seconds = time.monotonic() - self._start
-        row = {
-            "epoch": trainer.current_epoch + 1,
-            "time": round(seconds, 2),
-            "data_wait": round(self.wait, 2),
-            "lr": trainer.optimizers[0].param_groups[0]["lr"],
-        }
-        for key in LOG_COLUMNS[4:]:
-            row[key] = float(m[key]) if key in m else float("nan")
-        self.rows.append(row)
-        self._write()
-        if seconds >= self.STARVED_MIN_S and self.wait > self.STARVED_SHARE * seconds and not self.warned:
-            self.warned = True  # once a run: the log has every epoch's figure
-            print(starvation_warning(row["epoch"], self.wait, seconds, self.workers))
-
-
-def starvation_warning(epoch: int, wait: float, seconds: float, workers: int) -> str:
-    """NIST's "input queue starvation", in words that say what to change."""
-    cores = os.cpu_count() or 1
-    if workers < cores - 1:
-        fix = f"raise SYSTEM.NUM_WORKERS (now {workers}; this machine has {cores} cores)"
-    else:
-        fix = f"every spare core already loads data ({workers} worker(s)): use fewer or cheaper AUGMENTOR transforms (ELASTIC, ROTATION_RANGE) or a machine with more cores"
-    return (
-        f"warning: epoch {epoch}: training waited {wait:.1f} s of {seconds:.1f} s ({100 * wait / seconds:.0f}%) for data, "
-        f"so loading and augmenting patches, not the network, sets the speed; {fix}. Each epoch's wait is in the data_wait column of its log"
-    )
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.sampler.set_epoch(self.epoch)
 
 
 def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int] | int]:
@@ -330,6 +293,18 @@ def precision(cfg: Config, accelerator: str) -> str:
             print(f"warning: TRAIN.PRECISION bf16: a level of this 3D network is 2 voxels deep {level_shapes(cfg)}, where bf16 training on the CPU is wrong (a torch bug); training in fp32")
         dtype = None
     return {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[dtype]
+
+
+def worker_warning(workers: int) -> str | None:
+    """segflow's line, in place of torch's (twice-printed) one, when SYSTEM.NUM_WORKERS exceeds the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers <= cores:
+        return None
+    return (
+        f"warning: SYSTEM.NUM_WORKERS {workers} is more than the {cores} core(s) this process may use; extra "
+        f"loader processes only compete for them (loading may slow down or stall): use at most {cores}, "
+        "or -1 for segflow's choice"
+    )
 
 
 def num_workers(setting: int, accelerator: str) -> int:
@@ -401,8 +376,45 @@ def resume_point(paths: RunPaths) -> Path | None:
     return None
 
 
-def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData | None = None, resume: Path | None = None) -> Path:
-    """Train as ``cfg`` says (continuing from ``resume``, a checkpoint of this run); return the best checkpoint."""
+def check_resume(cfg: Config, paths: RunPaths, resume: Path) -> dict:
+    """Refuse to continue run ``paths.job`` from checkpoint ``resume`` with a config that cannot continue it
+    (another network, optimizer or schedule, or a fixed-length schedule made longer); return the checkpoint."""
+    saved = load_checkpoint(resume)
+    try:
+        check_model_matches(resume, saved, cfg)
+    except SegflowError as exc:
+        hint = "(to train the new network instead: --overwrite, or a new --run_id)"
+        raise SegflowError(f"run {paths.job} cannot resume: {exc} {hint}") from None
+    before = Config.model_validate(saved["hyper_parameters"]["config"]).TRAIN
+    for key, was, now in (
+        ("TRAIN.OPTIMIZER", before.OPTIMIZER, cfg.TRAIN.OPTIMIZER),
+        ("TRAIN.LR_SCHEDULER.NAME", before.LR_SCHEDULER.NAME, cfg.TRAIN.LR_SCHEDULER.NAME),
+    ):
+        if was != now:  # the saved optimizer / scheduler state belongs to the old one
+            raise SegflowError(
+                f"{key} {now!r}: run {paths.job} was started with {was!r} and its checkpoint {resume} holds that "
+                "state; set it back to continue, or train afresh with --overwrite or a new --run_id"
+            )
+    if before.EPOCHS != cfg.TRAIN.EPOCHS and cfg.TRAIN.LR_SCHEDULER.NAME in ("onecycle", "warmupcosine"):
+        raise SegflowError(
+            f"TRAIN.EPOCHS {cfg.TRAIN.EPOCHS}: run {paths.job} was started with {before.EPOCHS} epochs and a "
+            f"'{cfg.TRAIN.LR_SCHEDULER.NAME}' schedule whose length was fixed then; start a new --run_id (MODEL.LOAD_CHECKPOINT to start from its weights)"
+        )
+    return saved
+
+
+def train(
+    cfg: Config,
+    paths: RunPaths,
+    gpu: str | None = None,
+    data: TrainData | None = None,
+    resume: Path | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Path:
+    """Train as ``cfg`` says (continuing from ``resume``, a checkpoint of this run); return the best checkpoint.
+
+    ``callbacks``: extra Lightning callbacks (timers, probes), run after segflow's own.
+    """
     check_patch_fits_model(cfg)
     L.seed_everything(cfg.SYSTEM.SEED, workers=True, verbose=False)
     if cfg.SYSTEM.NUM_CPUS > 0:
@@ -422,6 +434,9 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
 
     accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
     workers = num_workers(cfg.SYSTEM.NUM_WORKERS, accelerator)
+    for line in (worker_warning(workers), None if val_ds else NO_VALIDATION):
+        if line:
+            print(line)
     # Workers are not persistent: made anew each epoch, they get that epoch's seeds (exact resume).
     loader_args = dict(batch_size=cfg.TRAIN.BATCH_SIZE, num_workers=workers, pin_memory=cfg.SYSTEM.PIN_MEM and accelerator == "gpu")
     sampler = EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, cfg.AUGMENTOR.SHUFFLE_TRAIN_DATA_EACH_EPOCH)
@@ -435,14 +450,17 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
     best = AtomicCheckpoint(filename=f"{paths.job}-checkpoint-best", monitor=monitor, mode="min", **common)
     last = AtomicCheckpoint(filename=f"{paths.job}-checkpoint-last", monitor=None, **common)
     n_batches = math.ceil(len(train_ds) / cfg.TRAIN.BATCH_SIZE)
-    # In a log file (SLURM, CI) a bar redrawn every step floods it; there, update once per epoch.
-    bar = TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else n_batches)
-    callbacks: list[Callback] = [best, last, EpochLog(paths, workers), bar]
-    if cfg.TRAIN.PATIENCE > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, patience=cfg.TRAIN.PATIENCE, mode="min"))
+    # In a log file (SLURM, CI) progress bars flood it with redraws; there, EpochLog prints one line per epoch.
+    terminal = sys.stdout.isatty()
+    epoch_log, seeds = EpochLog(paths, workers, lines=not terminal), FirstEpochSeeds(sampler)
+    own: list[Callback] = [best, last, epoch_log, seeds] + ([TQDMProgressBar()] if terminal else [])
+    early = EarlyStopping(monitor=monitor, patience=cfg.TRAIN.PATIENCE, mode="min") if cfg.TRAIN.PATIENCE > 0 else None
+    if early is not None:
+        own.append(early)
 
     counts, n_valid = class_counts([s.target for s in train_ds.samples], cfg)
     model = SegModel(cfg.model_dump(mode="json"), counts.tolist(), data.normalizer.state(), n_valid)
+    model.monitor = monitor
     if cfg.MODEL.LOAD_CHECKPOINT:
         start = choose_checkpoint(cfg, paths)
         ckpt = load_checkpoint(start)
@@ -460,29 +478,55 @@ def train(cfg: Config, paths: RunPaths, gpu: str | None = None, data: TrainData 
         precision=prec,
         max_epochs=cfg.TRAIN.EPOCHS,
         accumulate_grad_batches=cfg.TRAIN.ACCUM_ITER,
-        callbacks=callbacks,
+        callbacks=own + list(callbacks),
         logger=TensorBoardLogger(save_dir=str(paths.run), name="tensorboard", version="", default_hp_metric=False),
         default_root_dir=str(paths.run),
         log_every_n_steps=max(1, min(50, n_batches)),
         num_sanity_val_steps=0,
         enable_model_summary=False,
+        enable_progress_bar=terminal,
     )
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Model: {cfg.MODEL.ARCHITECTURE} {cfg.PROBLEM.NDIM}, {n_params / 1e6:.2f} M parameters, on {accelerator} ({prec})")
-    finished_marker(paths).unlink(missing_ok=True)
     if resume is not None:
-        saved = load_checkpoint(resume)
-        before = Config.model_validate(saved["hyper_parameters"]["config"]).TRAIN
-        if before.EPOCHS != cfg.TRAIN.EPOCHS and cfg.TRAIN.LR_SCHEDULER.NAME in ("onecycle", "warmupcosine"):
-            raise SegflowError(
-                f"TRAIN.EPOCHS {cfg.TRAIN.EPOCHS}: run {paths.job} was started with {before.EPOCHS} epochs and a "
-                f"'{cfg.TRAIN.LR_SCHEDULER.NAME}' schedule whose length was fixed then; start a new --run_id (MODEL.LOAD_CHECKPOINT to start from its weights)"
-            )
+        saved = check_resume(cfg, paths, resume)
         print(f"Resuming from {resume} ({saved['epoch'] + 1} epoch(s) done)")
-    trainer.fit(model, train_loader, val_loader, ckpt_path=resume)
+    finished_marker(paths).unlink(missing_ok=True)  # only once the resume is known to be possible
+    seeds.epoch = saved["epoch"] + 1 if resume is not None else 0
+    fit(trainer, model, train_loader, val_loader, resume)
     best_path = Path(best.best_model_path or last.last_model_path or paths.checkpoint("last"))
+    if trainer.is_global_zero:
+        print_end(early, epoch_log.rows, monitor, best_path)
     atomic_write_text(finished_marker(paths), json.dumps({"epochs": trainer.current_epoch, "best": str(best_path)}))
     return best_path
+
+
+def print_end(early: EarlyStopping | None, rows: list[dict[str, float]], monitor: str, best_path: Path) -> None:
+    """Say whether early stopping ended training, and which epoch's checkpoint is the best."""
+    if early is not None and early.stopped_epoch:
+        epoch, patience = early.stopped_epoch + 1, early.patience
+        print(f"Early stopping at epoch {epoch}: {monitor} did not improve for TRAIN.PATIENCE={patience} epochs")
+    if rows:  # none when a callback stopped training before its first epoch
+        print(best_line(rows, monitor, best_path))
+
+
+def fit(
+    trainer: L.Trainer, model: SegModel, train_loader: DataLoader, val_loader: DataLoader | None, resume: Path | None
+) -> None:
+    """``trainer.fit``, where Ctrl-C raises KeyboardInterrupt (the CLI: ``segflow: interrupted``, exit 130).
+
+    Lightning answers Ctrl-C with its own shutdown and ``sys.exit(1)``; the checkpoints written until then
+    are complete (AtomicCheckpoint), so the same command resumes from the last one.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(model, train_loader, val_loader, ckpt_path=resume)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        if handler is not None:  # Lightning ignores Ctrl-C from then on; the caller's handler again
+            signal.signal(signal.SIGINT, handler)
+        raise KeyboardInterrupt from None
 
 
 def choose_checkpoint(cfg: Config, paths: RunPaths) -> Path:
@@ -493,6 +537,6 @@ def choose_checkpoint(cfg: Config, paths: RunPaths) -> Path:
     return paths.checkpoint(which)
 
 
-def write_config_copy(cfg: Config, paths: RunPaths, name: str) -> None:
-    """Save the full resolved config (defaults and overrides included) in ``config_files/``."""
-    atomic_write_text(paths.config_files / name, config_to_yaml(cfg))
+def write_config_copy(cfg: Config, paths: RunPaths) -> None:
+    """Save the full resolved config (defaults and overrides included) as ``config_files/<name>_<run_id>.yaml``."""
+    atomic_write_text(paths.config_copy, config_to_yaml(cfg))

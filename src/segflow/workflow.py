@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from segflow.config import load_config
-from segflow.data import list_pairs, n_val_images, read_pair
+from segflow.data import Sample, TrainData, list_pairs, n_val_images, read_pair, split_train_val
 from segflow.errors import SegflowError
 from segflow.paths import RunPaths
 from segflow.schema import Config
@@ -19,13 +22,118 @@ def _print_warnings(warnings: list[str]) -> None:
         print(f"warning: {w}")
 
 
-def check_writable(folder: Path) -> None:
-    """Fail early, before hours of training, if results cannot be written."""
+def check_writable(folder: Path, result_dir: Path) -> None:
+    """Fail early, before hours of training, if results cannot be written below ``folder``: its nearest
+    existing folder must be a folder (not a file) that this user can write to."""
     probe = folder
-    while not probe.exists():
-        probe = probe.parent
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+    except OSError as exc:
+        if exc.errno not in (errno.ENAMETOOLONG, errno.ELOOP):
+            raise  # permission problems get the CLI's own line
+        too_long = exc.errno == errno.ENAMETOOLONG
+        fix = "use shorter folder names" if too_long else "fix the symbolic link loop, or give a real folder"
+        raise SegflowError(f"--result_dir {result_dir}: {folder} cannot be made ({exc.strerror}); {fix}") from None
+    if not probe.is_dir():
+        if probe == result_dir:
+            raise SegflowError(
+                f"--result_dir {result_dir} is a file, not a folder; choose a folder (it is created if missing)"
+            )
+        made = "where a folder is needed" if probe == folder else f"so {folder} cannot be made"
+        raise SegflowError(
+            f"--result_dir {result_dir}: {probe} is a file, {made}; "
+            "move the file away, or choose another --result_dir or --name"
+        )
     if not os.access(probe, os.W_OK):
-        raise SegflowError(f"--result_dir {folder}: {probe} is not writable; choose a folder you can write to")
+        raise SegflowError(f"--result_dir {result_dir}: {probe} is not writable; choose a folder you can write to")
+
+
+def check_outputs(paths: RunPaths) -> None:
+    """Every folder the run writes can be made or written, and no file it writes is a folder."""
+    from segflow.training import finished_marker
+
+    for folder in (paths.root, paths.config_files, paths.checkpoints, paths.run):
+        check_writable(folder, paths.result_dir)
+    for target in (paths.config_copy, paths.checkpoint("best"), paths.checkpoint("last"), finished_marker(paths)):
+        if target.is_dir():
+            raise SegflowError(
+                f"{target} is a folder, where run {paths.job} writes a file; move it away, or choose another --run_id"
+            )
+
+
+def remove_run_outputs(paths: RunPaths) -> None:
+    """``--overwrite``, once every check has passed: remove what this run's earlier training left (its
+    checkpoints with their ``.prev``/``.part`` files, finished marker, logs, charts, TensorBoard events and
+    augmentation samples), so that no later fallback, resume or plot mixes the two runs. Other runs' files
+    and this run's test outputs (rewritten by its test phase) are left alone."""
+    for path in paths.own_checkpoints():
+        path.unlink(missing_ok=True)
+    for folder in ("train_logs", "charts", "tensorboard", "aug"):
+        if paths.sub(folder).is_dir():
+            shutil.rmtree(paths.sub(folder))
+
+
+def check_split_fits_patch(cfg: Config, train: list[Sample], val: list[Sample]) -> None:
+    """Every training and validation sample (after the split) must hold one patch, unless
+    DATA.REFLECT_TO_COMPLETE_SHAPE pads it. A single training image is split along its first axis
+    (y in 2D, z in 3D); when that makes a part too small, say so instead of naming a shape the user never gave."""
+    from segflow.patches import fit_to_patch
+
+    if cfg.DATA.REFLECT_TO_COMPLETE_SHAPE:
+        return
+    patch = cfg.spatial_patch
+    single = cfg.DATA.VAL.FROM_TRAIN and len(train) == len(val) == 1 and train[0].path == val[0].path
+    if single:
+        head, tail = train[0].image.shape[:-1], val[0].image.shape[:-1]
+        fits_across = all(a >= p for a, p in zip(head[1:], patch[1:]))
+        if fits_across and min(head[0], tail[0]) < patch[0]:
+            raise SegflowError(_split_message(cfg, train[0].path, head, tail))
+    for sample in train + val:
+        fit_to_patch(sample, patch, reflect=False)  # raises, naming the image, when it is smaller than the patch
+
+
+def _split_message(cfg: Config, path: Path, head: tuple[int, ...], tail: tuple[int, ...]) -> str:
+    fraction, p, n = cfg.DATA.VAL.SPLIT_TRAIN, cfg.spatial_patch[0], head[0] + tail[0]
+    axis = "y (rows)" if cfg.ndim == 2 else "z (slices)"
+    low, high = math.ceil(100 * p / n) / 100, math.floor(100 * (n - p) / n) / 100
+    fix = ""  # with an image less than two patches long, no fraction fits
+    if 0 < low <= high < 1:
+        fix = f"set DATA.VAL.SPLIT_TRAIN to {low:g}, " if low == high else f"set DATA.VAL.SPLIT_TRAIN between {low:g} and {high:g}, "
+    return (
+        f"{path}: the only training image is split along {axis} for validation (DATA.VAL.SPLIT_TRAIN={fraction:g}): "
+        f"{head[0]} of its {n} go to training {head}, {tail[0]} to validation {tail}, and the "
+        f"{'validation' if tail[0] < p else 'training'} part is smaller than DATA.PATCH_SIZE {cfg.spatial_patch}; "
+        f"{fix}give validation images (DATA.VAL.FROM_TRAIN: false with DATA.VAL.PATH and GT_PATH), "
+        "or set DATA.REFLECT_TO_COMPLETE_SHAPE: true"
+    )
+
+
+def check_stack_sizes(cfg: Config, shapes: list[tuple[Path, tuple[int, ...]]]) -> None:
+    """TEST.ANALIZE_2D_IMGS_AS_3D_STACK stacks the 2D test images into one volume: they must share one size.
+    ``shapes``: each test image with its shape ``(y, x, c)``."""
+    if not (cfg.TEST.ANALIZE_2D_IMGS_AS_3D_STACK and cfg.ndim == 2) or not shapes:
+        return
+    first_path, first = shapes[0]
+    for path, shape in shapes[1:]:
+        if shape[:-1] != first[:-1]:
+            raise SegflowError(
+                f"TEST.ANALIZE_2D_IMGS_AS_3D_STACK stacks the test images of {cfg.DATA.TEST.PATH} into one volume, "
+                f"so they must have one size, but {first_path.name} is {first[:-1]} and {path.name} is {shape[:-1]}; "
+                "give test images of one size, or set TEST.ANALIZE_2D_IMGS_AS_3D_STACK: false"
+            )
+
+
+def check_test_data(cfg: Config) -> None:
+    """Read every test image and mask once, one pair at a time, before anything is written or trained: a
+    test mask with a wrong class or size must not surface after hours of training, nor halfway through
+    rewriting a finished run's test outputs."""
+    t = cfg.DATA.TEST
+    shapes = []
+    for img_path, mask_path in list_pairs(t.PATH, t.GT_PATH if t.LOAD_GT else None, "test"):
+        image, _ = read_pair(cfg, img_path, mask_path, "test", t.CHECK_DATA)
+        shapes.append((img_path, image.shape))
+    check_stack_sizes(cfg, shapes)
 
 
 def run(
@@ -43,34 +151,25 @@ def run(
     A run that already has checkpoints continues where it stopped: an unfinished training resumes
     from its last checkpoint, a finished one goes straight to testing. ``overwrite`` starts afresh;
     ``resume_run`` insists on resuming (and trains further if TRAIN.EPOCHS was raised).
+    Everything is checked before anything is written.
     """
-    from segflow.data import load_train_data
-    from segflow.inference import Predictor, check_model_matches, load_checkpoint
+    from segflow.inference import Predictor
     from segflow.testphase import run_test
-    from segflow.training import choose_checkpoint, finished_marker, resolve_devices, resume_point, train, write_config_copy
+    from segflow.training import resolve_devices, train, write_config_copy
 
+    if overwrite and resume_run:
+        raise SegflowError("--overwrite and --resume contradict each other (train afresh, or continue); give one of them")
     cfg, warnings = load_config(config_path, overrides)
     _print_warnings(warnings)
-    if "/" in name or "/" in str(run_id):
-        raise SegflowError(f"--name {name} --run_id {run_id}: must not contain '/'")
-    paths = RunPaths(Path(result_dir).resolve(), name, str(run_id))
+    paths = RunPaths.checked(result_dir, name, str(run_id))
     if not cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE:
         raise SegflowError(f"{config_path}: TRAIN.ENABLE and TEST.ENABLE are both false; nothing to do")
     accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)  # a wrong --gpu fails before any work
-    check_writable(paths.root)
-    resume = None if overwrite or not cfg.TRAIN.ENABLE else resume_point(paths)
-    if cfg.TRAIN.ENABLE and resume_run and resume is None:
-        raise SegflowError(f"--resume: run {paths.job} has no checkpoint in {paths.checkpoints} to resume from; drop --resume to start it")
-    train_now = cfg.TRAIN.ENABLE and (resume is None or resume_run or not finished_marker(paths).is_file())
-    # Everything that can be checked is checked before anything is written or trained.
-    data = load_train_data(cfg) if train_now else None
-    if cfg.TEST.ENABLE:
-        list_pairs(cfg.DATA.TEST.PATH, cfg.DATA.TEST.GT_PATH if cfg.DATA.TEST.LOAD_GT else None, "test")
-    if not train_now:
-        checkpoint = choose_checkpoint(cfg, paths)
-        if cfg.TEST.ENABLE:
-            check_model_matches(checkpoint, load_checkpoint(checkpoint), cfg)
-    write_config_copy(cfg, paths, Path(config_path).name)
+    check_outputs(paths)
+    train_now, resume, data, checkpoint = _plan(cfg, paths, overwrite, resume_run)
+    if overwrite and train_now:
+        remove_run_outputs(paths)
+    write_config_copy(cfg, paths)
     if train_now:
         checkpoint = train(cfg, paths, gpu, data=data, resume=resume)
     elif cfg.TRAIN.ENABLE:
@@ -83,7 +182,40 @@ def run(
     return result
 
 
-def _describe(label: str, cfg: Config, image_dir: str, mask_dir: str | None, what: str) -> list:
+def _plan(
+    cfg: Config, paths: RunPaths, overwrite: bool, resume_run: bool
+) -> tuple[bool, Path | None, TrainData | None, Path | None]:
+    """What the run will do, checked as far as it can be without writing: ``(train now?, checkpoint to
+    resume from, the training data, the checkpoint to test when not training)``."""
+    from segflow.data import load_train_data
+    from segflow.inference import check_model_matches, load_checkpoint
+    from segflow.training import check_resume, choose_checkpoint, finished_marker, resume_point
+
+    resume = None if overwrite or not cfg.TRAIN.ENABLE else resume_point(paths)
+    if cfg.TRAIN.ENABLE and resume_run and resume is None:
+        raise SegflowError(
+            f"--resume: run {paths.job} has no checkpoint in {paths.checkpoints} to resume from; drop --resume to start it"
+        )
+    train_now = cfg.TRAIN.ENABLE and (resume is None or resume_run or not finished_marker(paths).is_file())
+    if train_now and resume is not None:
+        check_resume(cfg, paths, resume)
+    data = load_train_data(cfg) if train_now else None
+    if data is not None:
+        check_split_fits_patch(cfg, data.train, data.val)
+    if cfg.TEST.ENABLE:
+        check_test_data(cfg)
+    checkpoint = None
+    if not train_now:
+        checkpoint = choose_checkpoint(cfg, paths)
+        # The config copy about to be written must describe the network that was trained.
+        check_model_matches(checkpoint, load_checkpoint(checkpoint), cfg)
+    return train_now, resume if train_now else None, data, checkpoint
+
+
+def _describe(
+    label: str, cfg: Config, image_dir: str, mask_dir: str | None, what: str
+) -> list[tuple[Path, tuple[int, ...]]]:
+    """Read and check every image (and mask) of a folder, print what was found; return each image with its shape."""
     from segflow.encodings import BITMASK, REGRESSION, bits, encoding
 
     pairs = list_pairs(image_dir, mask_dir, what)
@@ -111,12 +243,14 @@ def _describe(label: str, cfg: Config, image_dir: str, mask_dir: str | None, wha
                 values, k = np.unique(valid, return_counts=True)
                 keep = (values >= 0) & (values < n)
                 counts[values[keep].astype(np.int64)] += k[keep]
-        samples.append(image.shape)
+        samples.append((img_path, image.shape))
     print(f"{label}: {len(pairs)} image{'s' if len(pairs) != 1 else ''}" + (" with masks" if mask_dir else "") + f" from {image_dir}")
+    if mask_dir is not None:
+        _print_pairs(pairs)
     print(f"  shapes {', '.join(str(s) for s in sorted(shapes))}; dtypes {', '.join(sorted(dtypes))}")
     if mask_dir is not None and total:
         if kind in REGRESSION:
-            print(f"  target values ({kind}): {lo:g} .. {hi:g}" if kind == "linear" else f"  foreground for the distance transform: mask > 0")
+            print(f"  target values ({kind}): {lo:g} .. {hi:g}" if kind == "linear" else "  foreground for the distance transform: mask > 0")
         elif kind in (*BITMASK, "categorical"):
             what_is = "bit classes (pixel fraction, classes may overlap)" if kind in BITMASK else "classes (pixel fraction)"
             print(f"  {what_is}: " + ", ".join(f"{c}: {k / total:.1%}" for c, k in enumerate(counts)))
@@ -125,6 +259,18 @@ def _describe(label: str, cfg: Config, image_dir: str, mask_dir: str | None, wha
     for path, value in constant:
         print(f"  warning: {path}: every pixel is {value}; a constant image teaches the network nothing (a failed export or conversion?)")
     return samples
+
+
+def _print_pairs(pairs: list[tuple[Path, Path | None]], shown: int = 3) -> None:
+    """The first few image <-> mask pairs and how many more: pairing is by sorted name, so a user can see it."""
+    lines = [f"{img.name} <-> {mask.name}" for img, mask in pairs[:shown] if mask is not None]
+    more = f" and {len(pairs) - shown} more" if len(pairs) > shown else ""
+    print(f"  pairs: {', '.join(lines)}{more}")
+
+
+def _placeholders(shapes: list[tuple[Path, tuple[int, ...]]]) -> list[Sample]:
+    """Samples of the given shapes that hold no pixels (a broadcast zero), to run the real split on."""
+    return [Sample(p.stem, np.broadcast_to(np.zeros((), np.uint8), shape), None, p) for p, shape in shapes]
 
 
 def check(config_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -138,18 +284,28 @@ def check(config_path: str | os.PathLike, overrides: list[str] | tuple[str, ...]
     print(f"Config {config_path}: valid ({cfg.PROBLEM.NDIM}, {cfg.MODEL.N_CLASSES} classes, patch {tuple(d.PATCH_SIZE)}, {cfg.MODEL.ARCHITECTURE})")
     if cfg.TRAIN.ENABLE:
         train_shapes = _describe("train", cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train")
-        if d.VAL.FROM_TRAIN:
-            n_val = n_val_images(len(train_shapes), d.VAL.SPLIT_TRAIN)
-            print(f"validation: {n_val} of the training images (DATA.VAL.SPLIT_TRAIN={d.VAL.SPLIT_TRAIN})" if n_val else f"validation: the last {d.VAL.SPLIT_TRAIN:.0%} of the single training image")
+        if not d.VAL.FROM_TRAIN:
+            val_shapes = _describe("validation", cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation")
+            train, val = _placeholders(train_shapes), _placeholders(val_shapes)
         else:
-            _describe("validation", cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation")
-        small = [s for s in train_shapes if any(a < p for a, p in zip(s[:-1], cfg.spatial_patch))]
+            train, val = split_train_val(_placeholders(train_shapes), d.VAL.SPLIT_TRAIN, d.VAL.RANDOM, cfg.SYSTEM.SEED)
+            n_val = n_val_images(len(train_shapes), d.VAL.SPLIT_TRAIN)
+            if not val:
+                print(f"validation: none (DATA.VAL.SPLIT_TRAIN={d.VAL.SPLIT_TRAIN:g})")
+            elif n_val:
+                print(f"validation: {n_val} of the training images (DATA.VAL.SPLIT_TRAIN={d.VAL.SPLIT_TRAIN})")
+            else:
+                shape = val[0].image.shape[:-1]
+                print(f"validation: the last {d.VAL.SPLIT_TRAIN:.0%} of the single training image, {shape}")
+        small = [s for _, s in train_shapes if any(a < p for a, p in zip(s[:-1], cfg.spatial_patch))]
         if small and not d.REFLECT_TO_COMPLETE_SHAPE:
             raise SegflowError(
                 f"{len(small)} training image(s) (e.g. shape {small[0][:-1]}) are smaller than DATA.PATCH_SIZE {cfg.spatial_patch}; "
                 "use a smaller patch or DATA.REFLECT_TO_COMPLETE_SHAPE: true"
             )
+        check_split_fits_patch(cfg, train, val)
     if cfg.TEST.ENABLE:
-        _describe("test", cfg, d.TEST.PATH, d.TEST.GT_PATH if d.TEST.LOAD_GT else None, "test")
+        test_shapes = _describe("test", cfg, d.TEST.PATH, d.TEST.GT_PATH if d.TEST.LOAD_GT else None, "test")
+        check_stack_sizes(cfg, test_shapes)
     print("OK: config and data are ready")
     return cfg
