@@ -74,8 +74,8 @@ class PlainLoop:
     def __init__(self, ndim: int, data: Path, epochs: int) -> None:
         import torch
 
-        from segflow.config import build_config
-        from segflow.models import build_model
+        from segflow.config.loader import build_config
+        from segflow.models.networks import build_model
 
         self.ndim, self.data = ndim, data
         self.cfg = build_config(train_tree(ndim, data, epochs=epochs))[0]
@@ -117,7 +117,7 @@ class PlainLoop:
         """Test IoU of the trained network; with ``save``, its weights as a segflow checkpoint."""
         import torch
 
-        from segflow.training import SegModel
+        from segflow.training.module import SegModel
 
         self.net.eval()
         if save:
@@ -129,9 +129,9 @@ class PlainLoop:
 
 def plain_net(checkpoint: str):
     """The network of a segflow checkpoint as plain PyTorch (build_model + its weights, in eval mode) and its config."""
-    from segflow.inference import load_checkpoint
-    from segflow.models import build_model
-    from segflow.schema import Config
+    from segflow.checkpoint import load_checkpoint
+    from segflow.config.schema import Config
+    from segflow.models.networks import build_model
 
     ckpt = load_checkpoint(checkpoint)
     cfg = Config.model_validate(ckpt["hyper_parameters"]["config"])
@@ -158,7 +158,7 @@ def tuned_monai(sw_batch_size: int) -> SlidingWindow:
     """The tuned baseline: bf16 autocast where the CPU computes bf16 natively (elsewhere emulated bf16 is
     slower than fp32, and a performance engineer would not use it), channels-last, ``sw_batch_size`` windows
     a batch (segflow's own window batch, for a like-for-like batch), under ``inference_mode``."""
-    from segflow.inference import cpu_bf16_native
+    from segflow.runtime import cpu_bf16_native
 
     return SlidingWindow(bf16=cpu_bf16_native(), channels_last=True, sw_batch_size=sw_batch_size, inference_mode=True)
 

@@ -257,7 +257,7 @@ Section = Callable[[Context], None]
 
 def parse_args(names: list[str], description: str, argv: list[str] | None) -> argparse.Namespace:
     """The command line of the suite and of each section module; ``names``: the sections ``--only`` accepts."""
-    from segflow.paths import RunPaths
+    from segflow.io.paths import RunPaths
 
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats: a smoke run")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segflow.config import load_config
-from segflow.data import list_pairs, read_pair
-from segflow.inference import load_model
-from segflow.paths import RunPaths
-from segflow.training import EpochLog
-from segflow.workflow import run
+from segflow.app.run import run
+from segflow.config.loader import load_config
+from segflow.data.pairs import list_pairs, read_pair
+from segflow.inference.predictor import load_model
+from segflow.io.paths import RunPaths
+from segflow.training.callbacks import EpochLog
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "isbi2012.yaml"

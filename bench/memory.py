@@ -22,7 +22,7 @@ import numpy as np
 import tifffile
 import yaml
 
-from segflow.synthetic import make_dataset
+from segflow.data.synthetic import make_dataset
 
 
 def train_small(root: Path, ndim: str) -> Path:
@@ -39,7 +39,7 @@ def train_small(root: Path, ndim: str) -> Path:
         "TRAIN": {"ENABLE": True, "EPOCHS": 1, "BATCH_SIZE": 2},
     }
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    subprocess.run([sys.executable, "-m", "segflow.cli", "run", "--config", str(root / "c.yaml"), "--result_dir", str(root), "--name", "m"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "segflow.app.cli", "run", "--config", str(root / "c.yaml"), "--result_dir", str(root), "--name", "m"], check=True, capture_output=True)
     return root / "m" / "checkpoints" / "m_1-checkpoint-last.pth"
 
 
@@ -54,7 +54,7 @@ def big_image(path: Path, shape: tuple[int, ...]) -> None:
 def measure(model: Path, image: Path, out: Path) -> tuple[float, float]:
     start = time.monotonic()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "segflow.cli", "predict", str(model), str(image), str(out), "--probabilities", "--batch-size", "4"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "segflow.app.cli", "predict", str(model), str(image), str(out), "--probabilities", "--batch-size", "4"], check=True, capture_output=True)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(peak, before) / 2**20, time.monotonic() - start  # ru_maxrss is in KiB on Linux
 

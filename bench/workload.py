@@ -56,7 +56,7 @@ def train_tree(ndim: int, data: Path, precision: str = "auto", workers: int = -1
 
 def train_data(ctx: Context, ndim: int) -> Path:
     """The synthetic training set of this size (``train/{x,y}``, ``test/{x,y}``), made on first use."""
-    from segflow.synthetic import make_dataset
+    from segflow.data.synthetic import make_dataset
 
     root = ctx.work / f"data{ndim}d"
     if not (root / "test").is_dir():
@@ -68,7 +68,7 @@ def train_data(ctx: Context, ndim: int) -> Path:
 def mosaic(ctx: Context, name: str, ndim: int, shape: tuple[int, ...], seed: int) -> tuple[str, str]:
     """A uint8 image of ``shape`` and its mask (``.npy``), tiled with training-sized synthetic images so that
     objects have the training scale; made on first use. Returns the two paths."""
-    from segflow.synthetic import synthetic_pair
+    from segflow.data.synthetic import synthetic_pair
 
     image_path, mask_path = ctx.work / f"{name}{ndim}d.npy", ctx.work / f"{name}{ndim}d_mask.npy"
     if not mask_path.is_file():
@@ -95,8 +95,8 @@ def model_checkpoint(ctx: Context, ndim: int) -> str:
     when that did not run (a section run alone) or failed, the untrained network (timing only)."""
     import torch
 
-    from segflow.config import build_config
-    from segflow.training import SegModel
+    from segflow.config.loader import build_config
+    from segflow.training.module import SegModel
 
     path = checkpoint_path(ctx, ndim)
     if not path.is_file():
@@ -110,9 +110,9 @@ def model_checkpoint(ctx: Context, ndim: int) -> str:
 def run_train(a: dict, callbacks: Sequence[Any]) -> Path:
     """``segflow.training.train`` as ``segflow run`` calls it, on the config of ``a`` (ndim, data, epochs,
     precision, workers), with the bench's Lightning ``callbacks``; returns the last checkpoint's path."""
-    import segflow.training as training
-    from segflow.config import build_config
-    from segflow.paths import RunPaths
+    import segflow.training.trainer as training
+    from segflow.config.loader import build_config
+    from segflow.io.paths import RunPaths
 
     cfg = build_config(
         train_tree(a["ndim"], Path(a["data"]), a.get("precision", "auto"), a.get("workers", -1), a["epochs"])

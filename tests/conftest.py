@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segflow.cli import main
-from segflow.synthetic import make_dataset
+from segflow.app.cli import main
+from segflow.data.synthetic import make_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BIAPY_TEMPLATES = SHARED / "biapy-templates"

@@ -1,4 +1,4 @@
-"""Tests for segflow.augment: training-patch augmentation and the AUG_SAMPLES writer."""
+"""Tests for segflow.data.augment: training-patch augmentation and the AUG_SAMPLES writer."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from segflow.augment import build_augmentation, write_aug_samples
-from segflow.schema import AugmentorConfig
+from segflow.config.schema import AugmentorConfig
+from segflow.data.augment import build_augmentation, write_aug_samples
 
 GEOMETRIC = ("VFLIP", "HFLIP", "ZFLIP", "ROT90", "RANDOM_ROT", "SHEAR", "ZOOM", "SHIFT", "ELASTIC")
 INTENSITY = ("G_BLUR", "GAUSSIAN_NOISE", "BRIGHTNESS", "CONTRAST", "GAMMA_CONTRAST")

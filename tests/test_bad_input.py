@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
-import segflow.atomic
 from conftest import tiny_config, write_yaml
-from segflow.cli import main
+
+import segflow.io.atomic
+from segflow.app.cli import main
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
 RANDOM_BYTES = np.random.default_rng(0).bytes(3000)
@@ -151,7 +151,7 @@ def _failing_writes(code: int) -> Callable[[Ctx], list[str]]:
             raise OSError(code, os.strerror(code), str(target))
             yield  # pragma: no cover
 
-        c.patch(segflow.atomic, "atomic_path", refuse)
+        c.patch(segflow.io.atomic, "atomic_path", refuse)
         return c.run(c.config())
 
     return build
@@ -175,14 +175,14 @@ def _out_of_memory(gpu: bool) -> Callable[[Ctx], list[str]]:
     def build(c: Ctx) -> list[str]:
         import torch
 
-        import segflow.training
+        import segflow.training.trainer
 
         def boom(*args: object, **kwargs: object) -> None:
             if gpu:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB. GPU 0 has a total capacity of 15.77 GiB")
             raise MemoryError("Unable to allocate 31.3 GiB for an array with shape (4, 2048, 2048, 512) and data type float32")
 
-        c.patch(segflow.training, "train", boom)
+        c.patch(segflow.training.trainer, "train", boom)
         return c.run(c.config())
 
     return build
@@ -191,12 +191,12 @@ def _out_of_memory(gpu: bool) -> Callable[[Ctx], list[str]]:
 def _out_of_memory_predict(c: Ctx) -> list[str]:
     import torch
 
-    import segflow.inference
+    import segflow.inference.predictor
 
     def boom(*args: object, **kwargs: object) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB. GPU 0 has a total capacity of 15.77 GiB")
 
-    c.patch(segflow.inference.Predictor, "predict", boom)
+    c.patch(segflow.inference.predictor.Predictor, "predict", boom)
     return ["predict", str(c.checkpoint), str(c.data2d / "test/x/img_000.tif"), str(c.tmp / "out.tif")]
 
 
@@ -365,7 +365,7 @@ class Case:
     build: Callable[[Ctx], list[str]]
     message: tuple[str, ...]  # substrings of the error line; {config}, {data}, {results}, {tmp}, {checkpoint} filled in
     todo: str  # what the user should do (docs/troubleshooting.md says the same)
-    via: str = "inproc"  # or "subprocess": a real `python -m segflow.cli`
+    via: str = "inproc"  # or "subprocess": a real `python -m segflow.app.cli`
     xfail: str | None = None  # a known bug outside this test's files
     trains: bool = False  # the case is expected to start training (a checkpoint write fails)
     may_change: str = ""  # a folder (relative to the case's folder) the command was asked to replace (--overwrite)
@@ -922,7 +922,7 @@ def _snapshot(folder: Path) -> dict[Path, bytes]:
 
 
 def _segflow_process(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "segflow.cli", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "segflow.app.cli", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")

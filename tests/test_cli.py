@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import BIAPY_TEMPLATES, ISBI, tiny_config, write_yaml
-from segflow.config import load_config
-from segflow.reference import reference_markdown
-from segflow.synthetic import make_dataset
+
+from segflow.config.loader import load_config
+from segflow.config.reference import reference_markdown
+from segflow.data.synthetic import make_dataset
 
 ISBI_VOLUME = ISBI / "volumes" / "train_volume_30x512x512.tif"
 
@@ -99,7 +99,7 @@ def test_check_applies_overrides(cli, tmp_path: Path, data2d: Path) -> None:
 # --------------------------------------------------------------------------------------------- init, reference
 @pytest.mark.parametrize(("ndim", "patch_len"), [("2D", 3), ("3D", 4)])
 def test_init_writes_a_commented_config_that_loads(cli, tmp_path: Path, ndim: str, patch_len: int) -> None:
-    from segflow.training import check_patch_fits_model
+    from segflow.training.datasets import check_patch_fits_model
 
     code, out, err = cli("init", "--ndim", ndim)
     assert code == 0, err
@@ -269,7 +269,7 @@ def test_command_line_mistakes_give_one_error_line(cli) -> None:
 
 # --------------------------------------------------------------------------------------------- a real process
 def _segflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "segflow.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run([sys.executable, "-m", "segflow.app.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
 def test_subprocess_config_typo(tmp_path: Path, data2d: Path) -> None:

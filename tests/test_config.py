@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIAPY_TEMPLATES, tiny_config, write_yaml
-from segflow.config import (
+
+from segflow.config.loader import (
     LEAF_KEYS,
     _parse_tuples,
     biapy_keys,
@@ -19,9 +19,9 @@ from segflow.config import (
     parse_override,
     schema_keys,
 )
+from segflow.config.reference import reference_markdown
+from segflow.config.schema import Config
 from segflow.errors import SegflowError
-from segflow.reference import reference_markdown
-from segflow.schema import Config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
 TEMPLATES = sorted(BIAPY_TEMPLATES.glob("*.yaml"))

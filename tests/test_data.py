@@ -10,12 +10,11 @@ import pytest
 import tifffile
 from conftest import tiny_config
 
-from segflow.config import build_config
-from segflow.data import Normalizer, load_train_data, n_val_images, pair_files, split_train_val
+from segflow.config.loader import build_config
+from segflow.config.schema import NormalizationConfig
+from segflow.data.pairs import Normalizer, load_train_data, n_val_images, pair_files, split_train_val
 from segflow.encodings import class_counts, encode
 from segflow.errors import SegflowError
-from segflow.schema import NormalizationConfig
-
 
 
 def counts(data, cfg) -> np.ndarray:
@@ -351,7 +350,7 @@ def test_single_3d_stack_split_along_z(tmp_path: Path) -> None:
 
 
 def test_single_image_too_small_to_split() -> None:
-    from segflow.data import Sample
+    from segflow.data.pairs import Sample
 
     s = Sample("one", np.zeros((1, 32, 1), np.float32), np.zeros((1, 32), np.uint8), Path("one.tif"))
     with pytest.raises(SegflowError, match=r"one.tif: too small along its first axis \(1\)"):

@@ -10,11 +10,11 @@ import pytest
 import tifffile
 from conftest import tiny_config, write_yaml
 
-from segflow.config import build_config
-from segflow.data import Normalizer, load_train_data, pair_files
+from segflow.config.loader import build_config
+from segflow.config.schema import NormalizationConfig
+from segflow.data.pairs import Normalizer, load_train_data, pair_files
 from segflow.errors import SegflowError
-from segflow.inference import Predictor
-from segflow.schema import NormalizationConfig
+from segflow.inference.predictor import Predictor
 
 
 def _copy(data: Path, tmp: Path) -> Path:
@@ -163,7 +163,7 @@ def test_wide_images_outside_16_bits_are_an_error_naming_file_and_range(
 
 
 def test_bool_tiff_mask_reads_as_classes_0_and_1(tmp_path: Path) -> None:
-    from segflow.images import read_mask
+    from segflow.io.images import read_mask
 
     mask = np.zeros((64, 64), bool)
     mask[10:20, 5:9] = True

@@ -9,19 +9,29 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import write_yaml
 from PIL import Image
 
-from conftest import write_yaml
-from segflow.config import build_config
-from segflow.data import Normalizer, Sample
-from segflow.encodings import bits, class_counts, double_membrane, encode, from_bits, labels, region_labels, truth, voc_colormap
-from segflow.evaluation import Scorer
-from segflow.images import read_image
-from segflow.inference import Predictor
-from segflow.losses import SegmentationLoss
-from segflow.patches import PatchDataset
-from segflow.paths import RunPaths
-from segflow.testphase import run_test
+from segflow.config.loader import build_config
+from segflow.data.pairs import Normalizer, Sample
+from segflow.data.patches import PatchDataset
+from segflow.encodings import (
+    bits,
+    class_counts,
+    double_membrane,
+    encode,
+    from_bits,
+    labels,
+    region_labels,
+    truth,
+    voc_colormap,
+)
+from segflow.evaluation.metrics import Scorer
+from segflow.evaluation.testphase import run_test
+from segflow.inference.predictor import Predictor
+from segflow.io.images import read_image
+from segflow.io.paths import RunPaths
+from segflow.models.losses import SegmentationLoss
 
 
 def cfg_for(encoding: str = "categorical", n: int = 2, loss: str | None = None, ignore: int = -1, ndim: str = "2D", **extra: dict):
@@ -283,7 +293,7 @@ def test_bitmask_learns_two_overlapping_shapes(cli, tmp_path):
     assert (bitmask == truth_mask).mean() > 0.9
     assert read_image(res["run"] / "per_image" / "im_00.tif", 2).shape == (64, 64, 2)
     # The checkpoint carries the encoding: `segflow predict` writes the same bitmask image.
-    from segflow.cli import main
+    from segflow.app.cli import main
 
     assert main(["predict", str(res["ckpt"]), str(tmp_path / "test/x/im_00.tif"), str(tmp_path / "p.tif")]) == 0
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "p.tif"), bitmask)

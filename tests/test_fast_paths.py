@@ -18,11 +18,12 @@ import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
-from segflow.config import build_config
-from segflow.data import Normalizer
-from segflow.inference import Predictor, gaussian_1d, predict_windows
-from segflow.models import build_model, memory_format
-from segflow.training import SegModel
+from segflow.config.loader import build_config
+from segflow.data.pairs import Normalizer
+from segflow.inference.predictor import Predictor
+from segflow.inference.windows import gaussian_1d, predict_windows
+from segflow.models.networks import build_model, memory_format
+from segflow.training.module import SegModel
 
 CASES = {
     # ndim: (patch with channels, image shape (not multiples of the patch), overlap)

@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_config, write_yaml
-from segflow.atomic import atomic_write_text, current_umask
-from segflow.cli import main
+
+from segflow.app.cli import main
+from segflow.io.atomic import atomic_write_text, current_umask
 
 
 @pytest.fixture

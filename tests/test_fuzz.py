@@ -19,10 +19,10 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from segflow.config import LEAF_KEYS, SECTION_KEYS, biapy_keys, build_config, load_config, parse_override
+from segflow.config.loader import LEAF_KEYS, SECTION_KEYS, biapy_keys, build_config, load_config, parse_override
+from segflow.config.schema import Config
 from segflow.errors import SegflowError
-from segflow.images import read_image, read_mask
-from segflow.schema import Config
+from segflow.io.images import read_image, read_mask
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from segflow.errors import SegflowError
-from segflow.images import list_images, read_image, read_mask, write_tiff
+from segflow.io.images import list_images, read_image, read_mask, write_tiff
 
 
 def ramp(shape: tuple[int, ...], dtype=np.uint8, scale: float = 1.0) -> np.ndarray:
@@ -366,14 +366,14 @@ def test_palette_png_mask_reads_class_indices_and_image_reads_colours(tmp_path):
 
 # ------------------------------------------------------------------------------------------ permissions, empty, expectations
 def test_unreadable_file_says_permission_denied_not_corrupt(tmp_path: Path, monkeypatch) -> None:
-    import segflow.images
+    import segflow.io.images
 
     tifffile.imwrite(tmp_path / "a.tif", ramp((8, 8)))
 
     def denied(*args, **kwargs):  # root reads anything: raise what open() raises for a normal user
         raise PermissionError(13, "Permission denied", str(tmp_path / "a.tif"))
 
-    monkeypatch.setattr(segflow.images.tifffile, "TiffFile", denied)
+    monkeypatch.setattr(segflow.io.images.tifffile, "TiffFile", denied)
     with pytest.raises(SegflowError, match=r"a.tif: permission denied; make it readable") as err:
         read_image(tmp_path / "a.tif", 2)
     assert "corrupt" not in str(err.value)
@@ -407,7 +407,7 @@ def test_shape_errors_say_what_the_model_expects_when_asked(tmp_path: Path) -> N
 def test_write_output_png_holds_class_ids_readable_by_any_reader(tmp_path: Path) -> None:
     from PIL import Image
 
-    from segflow.images import write_output
+    from segflow.io.images import write_output
 
     small = (ramp((16, 16)) % 5).astype(np.uint8)
     big = (ramp((16, 16), np.uint16) * 300).astype(np.uint16)
@@ -434,7 +434,7 @@ def test_write_output_png_holds_class_ids_readable_by_any_reader(tmp_path: Path)
 def test_write_output_refuses_what_the_format_cannot_hold(
     tmp_path: Path, name: str, array: np.ndarray, ndim: int, message: str
 ) -> None:
-    from segflow.images import write_output
+    from segflow.io.images import write_output
 
     with pytest.raises(SegflowError, match=message):
         write_output(tmp_path / name, array, ndim)

@@ -12,14 +12,15 @@ import tifffile
 import torch
 from scipy import ndimage
 
-from segflow.config import build_config
-from segflow.data import Normalizer
+from segflow.config.loader import build_config
+from segflow.data.pairs import Normalizer
 from segflow.errors import SegflowError
-from segflow.images import read_image
-from segflow.inference import Predictor, gaussian_1d, predict_windows, tta_views, window_batch
-from segflow.paths import RunPaths
-from segflow.postprocess import apply_median_filters, median_filters
-from segflow.testphase import run_test
+from segflow.evaluation.postprocess import apply_median_filters, median_filters
+from segflow.evaluation.testphase import run_test
+from segflow.inference.predictor import Predictor
+from segflow.inference.windows import gaussian_1d, predict_windows, tta_views, window_batch
+from segflow.io.images import read_image
+from segflow.io.paths import RunPaths
 
 
 class Logit(torch.nn.Module):
@@ -306,7 +307,7 @@ def test_test_phase_prints_one_line_per_image_when_not_a_terminal(tmp_path, caps
 
 
 def test_summary_table_columns_align_whatever_the_mode_names(capsys):
-    from segflow.testphase import print_summary
+    from segflow.evaluation.testphase import print_summary
 
     nan = float("nan")
     row = {"foreground_iou": 0.5, "mean_iou": 0.6, "foreground_dice": 0.7, "accuracy": 0.8, "mse": nan, "mae": nan}

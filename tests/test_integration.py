@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 
 import pytest
-
 from conftest import ISBI, write_yaml
-from segflow.demo import demo
+
+from segflow.app.demo import demo
 
 
 @pytest.mark.skipif(not ISBI.is_dir(), reason="../shared/data/isbi2012_em_membranes is not present")

@@ -7,10 +7,10 @@ import pytest
 import torch
 from monai.networks.nets import AttentionUnet, DynUNet
 
-from segflow.config import build_config
-from segflow.evaluation import confusion, scores
-from segflow.losses import SegmentationLoss, class_weights
-from segflow.models import build_model, divisor, strides
+from segflow.config.loader import build_config
+from segflow.evaluation.metrics import confusion, scores
+from segflow.models.losses import SegmentationLoss, class_weights
+from segflow.models.networks import build_model, divisor, strides
 
 
 def _cfg(**sections):

@@ -10,10 +10,10 @@ import pytest
 import tifffile
 from conftest import tiny_config
 
-from segflow.config import build_config
-from segflow.data import Sample, TrainData
+from segflow.config.loader import build_config
+from segflow.data.pairs import Sample, TrainData
+from segflow.data.patches import PatchDataset, axis_starts, fit_to_patch, grid_starts, probability_map, write_prob_maps
 from segflow.errors import SegflowError
-from segflow.patches import PatchDataset, axis_starts, fit_to_patch, grid_starts, probability_map, write_prob_maps
 
 
 def sample(shape: tuple[int, ...], channels: int = 1, name: str = "s", fg: tuple[slice, ...] | None = None, seed: int = 0) -> Sample:
@@ -286,7 +286,7 @@ def _train_data(samples: list[Sample], val: list[Sample] | None = None) -> Train
 
 def make_datasets(cfg, data: TrainData):
     """training.make_datasets, imported here so that the rest of this file does not need the training stack."""
-    from segflow.training import make_datasets as make
+    from segflow.training.datasets import make_datasets as make
 
     return make(cfg, data)
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import tiny_config, write_yaml
 
 import segflow
-from conftest import tiny_config, write_yaml
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, data2d) -> Path:
-    from segflow.cli import main
+    from segflow.app.cli import main
 
     root = tmp_path_factory.mktemp("model")
     cfg = write_yaml(root / "c.yaml", tiny_config(data2d, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}))
@@ -296,7 +296,7 @@ def test_folder_progress_is_one_line_per_image_when_not_a_terminal(cli, tmp_path
 )
 def test_os_error_for_a_file_where_a_folder_belongs_is_one_line(code, line):
     """A late ENOTDIR / EISDIR (a path changed under a running command) is bad input, not a traceback."""
-    from segflow.cli import _os_error_line, _parser
+    from segflow.app.cli import _os_error_line, _parser
 
     args = _parser().parse_args(["predict", "m.pth", "i.tif", "o/x.tif"])
     assert _os_error_line(OSError(code, os.strerror(code), "o/x.tif"), args) == line

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config, write_yaml
-from segflow.inference import load_checkpoint
+
+from segflow.checkpoint import load_checkpoint
 from segflow.errors import SegflowError
 
 
@@ -31,7 +31,7 @@ def _cfg(data: Path, workers: int = 0, epochs: int = 5) -> dict:
 
 
 def _command(config: Path, result_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "segflow.cli", "run", "--config", str(config), "--result_dir", str(result_dir), "--name", "r"]
+    return [sys.executable, "-m", "segflow.app.cli", "run", "--config", str(config), "--result_dir", str(result_dir), "--name", "r"]
 
 
 def _state(result_dir: Path) -> tuple[dict, str]:

@@ -12,16 +12,20 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-
 from conftest import tiny_config, write_yaml
-from segflow.config import build_config
+
+from segflow.config.loader import build_config
+from segflow.config.schema import Config
+from segflow.data.pairs import load_train_data
+from segflow.data.patches import PatchDataset
 from segflow.errors import SegflowError
-from segflow.inference import Predictor, cpu_bf16_native
-from segflow.schema import Config
-from segflow import training
-from segflow.data import load_train_data
-from segflow.patches import PatchDataset
-from segflow.training import EpochLog, SegModel, num_workers, precision, resolve_devices
+from segflow.inference.predictor import Predictor
+from segflow.runtime import cpu_bf16_native, num_workers, precision, resolve_devices
+from segflow.training import sampler as sampler_module
+from segflow.training.callbacks import EpochLog
+from segflow.training.datasets import make_datasets
+from segflow.training.module import SegModel
+from segflow.training.sampler import EpochSeededSampler
 
 
 def _run(cli, tmp_path: Path, cfg: dict, *extra: str, name: str = "t", run_id: str = "1") -> tuple[int, str, str]:
@@ -221,11 +225,11 @@ def test_ddp_ranks_draw_different_patches_from_one_order(monkeypatch, data2d):
     wrapper to split, but each rank its own random patch positions and augmentations; rank 0 draws as a
     single-process run does."""
     cfg, _ = build_config(tiny_config(data2d, DATA={"EXTRACT_RANDOM_PATCH": True}, AUGMENTOR={"ENABLE": True, "HFLIP": True, "VFLIP": True, "ROT90": True}))
-    train_ds, _ = training.make_datasets(cfg, load_train_data(cfg))
-    sampler = training.EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, shuffle=True)
+    train_ds, _ = make_datasets(cfg, load_train_data(cfg))
+    sampler = EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, shuffle=True)
 
     def draws(rank: int) -> tuple[list[int], list[torch.Tensor]]:
-        monkeypatch.setattr(training, "distributed_rank", lambda: rank)
+        monkeypatch.setattr(sampler_module, "distributed_rank", lambda: rank)
         sampler.set_epoch(3)
         return list(sampler), [torch.as_tensor(train_ds[i]["image"]) for i in range(len(train_ds))]
 

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import tiny_config, write_yaml
 from lightning.pytorch.callbacks import Callback
 
-from conftest import tiny_config, write_yaml
-from segflow.charts import history_figures
-from segflow.config import build_config
-from segflow.paths import RunPaths
-from segflow.training import train
+from segflow.config.loader import build_config
+from segflow.io.paths import RunPaths
+from segflow.report.charts import history_figures
+from segflow.training.trainer import train
 
 
 class _EpochCounter(Callback):
@@ -98,7 +98,7 @@ def test_reduce_on_plateau_watches_the_validation_loss_and_resumes_exactly(cli, 
 
 
 def _segflow(*args: object) -> list[str]:
-    return [sys.executable, "-m", "segflow.cli", *(str(a) for a in args)]
+    return [sys.executable, "-m", "segflow.app.cli", *(str(a) for a in args)]
 
 
 def test_ctrl_c_says_interrupted_exits_130_and_the_same_command_resumes(tmp_path, data2d):
@@ -163,7 +163,7 @@ def test_no_validation_regression_and_too_many_workers_print_segflow_lines_only(
     config = write_yaml(tmp_path / "c.yaml", cfg)
     pinned = (
         "import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-        "from segflow.cli import main; sys.exit(main(sys.argv[1:]))"
+        "from segflow.app.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     args = ["run", "--config", config, "--result_dir", tmp_path / "res", "--name", "t"]
     done = subprocess.run([sys.executable, "-c", pinned, *map(str, args)], capture_output=True, text=True)

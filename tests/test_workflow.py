@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
-
 from conftest import tiny_config, write_yaml
 from test_cli import one_error
 
@@ -21,7 +20,7 @@ def _snapshot(folder: Path) -> dict[Path, bytes]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory, data2d: Path) -> tuple[Path, Path]:
     """A finished one-epoch run ``job_1`` with a one-cycle schedule: (its config, its --result_dir)."""
-    from segflow.cli import main
+    from segflow.app.cli import main
 
     root = tmp_path_factory.mktemp("finished")
     config = write_yaml(root / "c.yaml", tiny_config(data2d, TRAIN={"EPOCHS": 1, "LR_SCHEDULER": {"NAME": "onecycle"}}, TEST={"ENABLE": False}))

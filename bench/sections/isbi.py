@@ -24,7 +24,8 @@ def child_isbi(a: dict) -> dict:
     import imageio.v3 as iio
     import torch
 
-    from segflow.inference import Predictor, window_batch
+    from segflow.inference.predictor import Predictor
+    from segflow.inference.windows import window_batch
 
     p = Predictor.from_checkpoint(a["checkpoint"], "cpu")
     out: dict[str, Any] = {

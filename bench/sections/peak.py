@@ -99,7 +99,8 @@ def predict_flops(checkpoint: str, image: np.ndarray, passes: int) -> dict[str, 
     """segflow's Predictor as shipped on ``image``: the network FLOPs of one pass, and the seconds of each."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from segflow.inference import Predictor, window_batch
+    from segflow.inference.predictor import Predictor
+    from segflow.inference.windows import window_batch
 
     p = Predictor.from_checkpoint(checkpoint, "cpu")
     batch, ndim = window_batch(p.cfg, p.device), p.cfg.ndim

@@ -81,7 +81,7 @@ def warm_up(fn: Callable, image_shape: tuple[int, ...], ndim: int, batch: int) -
     for a warm process (a folder of same-size images pays this once)."""
     import torch
 
-    from segflow.patches import axis_starts
+    from segflow.data.patches import axis_starts
 
     n = int(np.prod([len(axis_starts(s, p, 0.5)) for s, p in zip(image_shape, PATCH[ndim])]))
     with torch.inference_mode():
@@ -93,7 +93,8 @@ def segflow_run(checkpoint: str, ndim: int, variant: str, image_shape: tuple[int
     """segflow's Predictor set up for a path (precision, layout, window batch), warmed up."""
     import torch
 
-    from segflow.inference import Predictor, window_batch
+    from segflow.inference.predictor import Predictor
+    from segflow.inference.windows import window_batch
 
     precision, cl, batch = VARIANTS[variant]
     p = Predictor.from_checkpoint(checkpoint, "cpu")
@@ -113,7 +114,7 @@ def monai_run(checkpoint: str, ndim: int, setup: str, image_shape: tuple[int, ..
     """MONAI's sliding_window_inference on the checkpoint's network, as ``setup`` (MONAI_SETUPS) says, warmed up."""
     import torch
 
-    from segflow.inference import window_batch
+    from segflow.inference.windows import window_batch
 
     net, cfg = plain_net(checkpoint)
     if setup == "monai tuned":
@@ -158,7 +159,7 @@ def child_predict(a: dict) -> dict:
     ndim = a["ndim"]
     image = np.load(a["image"])
     if a["variant"] in MONAI_SETUPS:
-        import segflow.training  # noqa: F401  (the same libraries in memory as in segflow's child)
+        import segflow.training.trainer  # noqa: F401  (the same libraries in memory as in segflow's child)
 
         run, info = monai_run(a["checkpoint"], ndim, a["variant"], image.shape)
     else:

@@ -104,7 +104,7 @@ def epoch_clock(state: dict[str, Any], plain: PlainLoop | None, ndim: int, chann
 def child_segflow_train(a: dict) -> dict:
     """Whole epochs of segflow.training.train, timed per epoch and per wait for data; with ``pair``, one epoch
     of the plain loop after each of segflow's, in this process, so that both see the same machine load."""
-    from segflow.inference import Predictor
+    from segflow.inference.predictor import Predictor
 
     ndim = a["ndim"]
     plain = PlainLoop(ndim, Path(a["data"]), a["epochs"]) if a.get("pair") else None

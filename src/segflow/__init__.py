@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from segflow.inference import Predictor
+    from segflow.inference.predictor import Predictor
 
 __version__ = "0.1.0"
 
@@ -15,6 +15,6 @@ def load_model(path: str, device: str | None = None) -> Predictor:
 
     Imported lazily, so ``import segflow`` stays light.
     """
-    from segflow.inference import load_model as _load
+    from segflow.inference.predictor import load_model as _load
 
     return _load(path, device)

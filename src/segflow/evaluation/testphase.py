@@ -17,17 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from segflow.atomic import atomic_write_text
-from segflow.data import list_pairs, read_pair
-from segflow.errors import SegflowError
+from segflow.config.schema import Config
+from segflow.data.pairs import list_pairs, read_pair
 from segflow.encodings import bits, is_bitmask
-from segflow.evaluation import SUMMARY_KEYS, Scorer
-from segflow.images import label_style, write_output, write_tiff
-from segflow.inference import Predictor
-from segflow.paths import RunPaths
-from segflow.postprocess import apply_median_filters, filters_for, median_filters
-from segflow.progress import each_image
-from segflow.schema import Config
+from segflow.errors import SegflowError
+from segflow.evaluation.metrics import SUMMARY_KEYS, Scorer
+from segflow.evaluation.postprocess import (
+    apply_median_filters,
+    filters_for,
+    median_filters,
+)
+from segflow.inference.predictor import Predictor
+from segflow.io.atomic import atomic_write_text
+from segflow.io.images import label_style, write_output, write_tiff
+from segflow.io.paths import RunPaths
+from segflow.report.progress import each_image
 
 
 def _fmt(v: float | None) -> str:

@@ -12,8 +12,8 @@ import math
 import torch
 from monai.networks.nets import AttentionUnet, DynUNet
 
+from segflow.config.schema import Config
 from segflow.encodings import out_channels
-from segflow.schema import Config
 
 # MONAI's get_norm_layer builds an Identity for the name "": a network with no normalisation layers.
 _NORMS = {"bn": "batch", "in": "instance", "none": ""}

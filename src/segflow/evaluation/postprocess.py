@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from segflow.schema import Config
+from segflow.config.schema import Config
 
 # Filter footprint per axis name, on (z, y, x); BiaPy accepts both orders of each pair.
 _FOOTPRINTS = {"z": (1, 0, 0), "yz": (1, 1, 0), "xy": (0, 1, 1), "zx": (1, 0, 1)}

@@ -11,9 +11,10 @@ The encoding is part of the config, which every checkpoint carries, so predictio
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
-from segflow.schema import Config
+from segflow.config.schema import Config
 
 BITMASK = ("bitmask", "double_membrane")
 REGRESSION = ("linear", "distance")
@@ -185,3 +186,10 @@ def voc_colormap(n: int = 256) -> np.ndarray:
             c >>= 3
         cmap[i] = (r, g, b)
     return cmap
+
+
+def activate(logits: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Network outputs to probabilities (sigmoid per channel, or softmax) or regression values."""
+    if encoding(cfg) in REGRESSION:
+        return torch.relu(logits) if cfg.PROBLEM.SEMANTIC_SEG.OUTPUT_ACTIVATION == "relu" else logits
+    return torch.sigmoid(logits) if logits.shape[1] == 1 or encoding(cfg) in ("bitmask", "double_membrane") else torch.softmax(logits, dim=1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from segflow.synthetic import make_dataset
+from segflow.data.synthetic import make_dataset
 
 # Sized to train in about two minutes on two CPU cores.
 DEMO_CONFIG = {
@@ -35,7 +35,7 @@ DEMO_CONFIG = {
 
 def demo(out: str | Path = "demo_results", gpu: str | None = None, overrides: tuple[str, ...] = ()) -> dict:
     """Run the demo end to end in ``out``; return the test scores."""
-    from segflow.workflow import run
+    from segflow.app.run import run
 
     out = Path(out).resolve()
     start = time.monotonic()

@@ -7,7 +7,7 @@ import typing
 
 from pydantic_core import PydanticUndefined
 
-from segflow.config import schema_keys
+from segflow.config.loader import schema_keys
 
 # Keys a starting config shows, by section, in the order a user fills them in.
 INIT_KEYS = (

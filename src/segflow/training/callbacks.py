@@ -1,5 +1,4 @@
-"""The training log: ``train_logs/<job>_log.csv``, one line per epoch on stdout when it is not a terminal, and
-the charts ``charts/<job>_loss.png`` and one per metric, all redrawn every epoch."""
+"""segflow's Lightning callbacks: atomic checkpoints, first-epoch seeding (exact resume)."""
 
 from __future__ import annotations
 
@@ -10,55 +9,62 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import matplotlib
+from lightning.pytorch.callbacks import (
+    Callback,  # noqa: E402
+    ModelCheckpoint,
+)
 
-matplotlib.use("Agg")  # files only; no display on clusters
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from lightning.pytorch.callbacks import Callback  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from segflow.checkpoint import previous
+from segflow.io.atomic import atomic_write_text  # noqa: E402
+from segflow.io.paths import RunPaths  # noqa: E402
+from segflow.report.charts import plot_history
+from segflow.training.sampler import EpochSeededSampler
 
-from segflow.atomic import atomic_write, atomic_write_text  # noqa: E402
-from segflow.paths import RunPaths  # noqa: E402
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` writing ``.pth`` files through a temporary file and a rename, so a kill
+    mid-write never leaves a truncated checkpoint in place of a good one."""
+
+    FILE_EXTENSION = ".pth"
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        partial = filepath + ".part"
+        try:
+            trainer.save_checkpoint(partial, self.save_weights_only)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)  # never leave half a checkpoint behind
+            raise
+        if trainer.is_global_zero:
+            if os.path.exists(filepath):  # the previous good one stays, should this one ever be damaged
+                os.replace(filepath, previous(filepath))
+            os.replace(partial, filepath)
+        trainer.strategy.barrier()
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class FirstEpochSeeds(Callback):
+    """Seeds the sampler for the first epoch of a fit (``epoch``: 0, or the one a resumed run starts with)
+    before Lightning makes that epoch's iterator.
+
+    Lightning makes the first epoch's training iterator in ``FitLoop.setup_data`` (as soon as the fit loop
+    starts, or already in ``configure_optimizers`` when a step schedule asks ``trainer.estimated_stepping_batches``),
+    before it calls ``sampler.set_epoch`` (later epochs: after). With loader workers, making the iterator starts
+    them: it draws their base seed from the loader's generator, copies the transforms' random state into them
+    and takes the first indices from the sampler. A resumed run's first epoch thus drew epoch 0's order and
+    the initial seeds instead of its own; without workers nothing is drawn before the first batch, which is
+    why resume was exact only there. The ``setup`` hook runs before both, once the processes of a DDP run
+    know their rank (the seeds depend on it).
+    """
+
+    def __init__(self, sampler: EpochSeededSampler, epoch: int = 0) -> None:
+        self.sampler, self.epoch = sampler, epoch
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.sampler.set_epoch(self.epoch)
+
 
 LOG_COLUMNS = ("epoch", "time", "data_wait", "lr", "loss", "IoU", "val_loss", "val_IoU")
-
-# chart file suffix -> (training column, validation column, y label)
-CHARTS = {"loss": ("loss", "val_loss", "loss"), "jaccard_index": ("IoU", "val_IoU", "IoU (Jaccard index)")}
-
-
-def history_figures(rows: list[dict[str, float]], job: str) -> dict[str, Figure]:
-    """Training and validation curves of each metric the run has, by chart file suffix (no IoU chart for the
-    ``linear`` encoding, whose IoU column is all NaN). The caller closes the figures."""
-    figures = {}
-    epochs = [r["epoch"] for r in rows]
-    for suffix, (train_key, val_key, label) in CHARTS.items():
-        pairs = ((train_key, "train"), (val_key, "validation"))
-        curves = [(key, name) for key, name in pairs if any(not math.isnan(r[key]) for r in rows)]
-        if not curves:
-            continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, name in curves:
-            ax.plot(epochs, [r[key] for r in rows], marker="o", label=name)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs 1, 2, never 1.2, 1.4
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(f"{job}: {label}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        figures[suffix] = fig
-    return figures
-
-
-def plot_history(rows: list[dict[str, float]], out_dir: Path, job: str) -> list[Path]:
-    """Write ``<job>_<suffix>.png`` of each of ``history_figures``; return the written files."""
-    written = []
-    for suffix, fig in history_figures(rows, job).items():
-        target = out_dir / f"{job}_{suffix}.png"
-        atomic_write(target, lambda tmp, f=fig: f.savefig(tmp, dpi=100, bbox_inches="tight"))
-        plt.close(fig)
-        written.append(target)
-    return written
 
 
 class EpochLog(Callback):

@@ -87,30 +87,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tifffile").setLevel(logging.ERROR)
     try:
         if args.command == "run":
-            from segflow.workflow import run
+            from segflow.app.run import run
 
             run(args.config, args.result_dir, args.name, args.run_id, args.gpu, args.overrides, args.overwrite, args.resume)
         elif args.command == "check":
-            from segflow.workflow import check
+            from segflow.app.run import check
 
             check(args.config, args.overrides)
         elif args.command == "init":
-            from segflow.reference import init_yaml
+            from segflow.config.reference import init_yaml
 
             sys.stdout.write(init_yaml(args.ndim))
         elif args.command == "demo":
-            from segflow.demo import demo
+            from segflow.app.demo import demo
 
             demo(args.out, args.gpu, tuple(args.overrides))
         elif args.command == "predict":
-            from segflow.predict import predict_images
+            from segflow.app.predict import predict_images
 
             predict_images(
                 args.model, args.image, args.output, args.input_dir, args.output_dir,
                 args.tta, args.probabilities, args.overlap, args.batch_size, args.gpu,
             )
         elif args.command == "reference":
-            from segflow.reference import reference_markdown
+            from segflow.config.reference import reference_markdown
 
             sys.stdout.write(reference_markdown())
     except SegflowError as exc:

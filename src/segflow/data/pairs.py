@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segflow.config.schema import Config, NormalizationConfig
 from segflow.errors import SegflowError
-from segflow.images import list_images, read_image, read_mask
-from segflow.schema import Config, NormalizationConfig
+from segflow.io.images import list_images, read_image, read_mask
 
 
 @dataclass

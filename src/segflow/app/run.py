@@ -10,11 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from segflow.config import load_config
-from segflow.data import Sample, TrainData, list_pairs, n_val_images, read_pair, split_train_val
+from segflow.config.loader import load_config
+from segflow.config.schema import Config
+from segflow.data.pairs import (
+    Sample,
+    TrainData,
+    list_pairs,
+    n_val_images,
+    read_pair,
+    split_train_val,
+)
 from segflow.errors import SegflowError
-from segflow.paths import RunPaths
-from segflow.schema import Config
+from segflow.io.paths import RunPaths
 
 
 def _print_warnings(warnings: list[str]) -> None:
@@ -51,7 +58,7 @@ def check_writable(folder: Path, result_dir: Path) -> None:
 
 def check_outputs(paths: RunPaths) -> None:
     """Every folder the run writes can be made or written, and no file it writes is a folder."""
-    from segflow.training import finished_marker
+    from segflow.training.runstate import finished_marker
 
     for folder in (paths.root, paths.config_files, paths.checkpoints, paths.run):
         check_writable(folder, paths.result_dir)
@@ -78,7 +85,7 @@ def check_split_fits_patch(cfg: Config, train: list[Sample], val: list[Sample]) 
     """Every training and validation sample (after the split) must hold one patch, unless
     DATA.REFLECT_TO_COMPLETE_SHAPE pads it. A single training image is split along its first axis
     (y in 2D, z in 3D); when that makes a part too small, say so instead of naming a shape the user never gave."""
-    from segflow.patches import fit_to_patch
+    from segflow.data.patches import fit_to_patch
 
     if cfg.DATA.REFLECT_TO_COMPLETE_SHAPE:
         return
@@ -153,9 +160,11 @@ def run(
     ``resume_run`` insists on resuming (and trains further if TRAIN.EPOCHS was raised).
     Everything is checked before anything is written.
     """
-    from segflow.inference import Predictor
-    from segflow.testphase import run_test
-    from segflow.training import resolve_devices, train, write_config_copy
+    from segflow.evaluation.testphase import run_test
+    from segflow.inference.predictor import Predictor
+    from segflow.runtime import resolve_devices
+    from segflow.training.runstate import write_config_copy
+    from segflow.training.trainer import train
 
     if overwrite and resume_run:
         raise SegflowError("--overwrite and --resume contradict each other (train afresh, or continue); give one of them")
@@ -187,9 +196,9 @@ def _plan(
 ) -> tuple[bool, Path | None, TrainData | None, Path | None]:
     """What the run will do, checked as far as it can be without writing: ``(train now?, checkpoint to
     resume from, the training data, the checkpoint to test when not training)``."""
-    from segflow.data import load_train_data
-    from segflow.inference import check_model_matches, load_checkpoint
-    from segflow.training import check_resume, choose_checkpoint, finished_marker, resume_point
+    from segflow.checkpoint import check_model_matches, load_checkpoint
+    from segflow.data.pairs import load_train_data
+    from segflow.training.runstate import check_resume, choose_checkpoint, finished_marker, resume_point
 
     resume = None if overwrite or not cfg.TRAIN.ENABLE else resume_point(paths)
     if cfg.TRAIN.ENABLE and resume_run and resume is None:
@@ -275,7 +284,7 @@ def _placeholders(shapes: list[tuple[Path, tuple[int, ...]]]) -> list[Sample]:
 
 def check(config_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Validate the config and read every image and mask it names, printing what was found."""
-    from segflow.training import check_patch_fits_model
+    from segflow.training.datasets import check_patch_fits_model
 
     cfg, warnings = load_config(config_path, overrides)
     _print_warnings(warnings)

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from monai.transforms import Randomizable
 
-from segflow.data import Sample
+from segflow.data.pairs import Sample
 from segflow.errors import SegflowError
-from segflow.images import write_tiff
+from segflow.io.images import write_tiff
 
 
 def axis_starts(size: int, patch: int, overlap: float = 0.0) -> list[int]:
@@ -187,7 +187,7 @@ def write_prob_maps(dataset: PatchDataset, prob_dir: Path, aug_dir: Path, n_mark
     """
     import imageio.v3 as iio
 
-    from segflow.atomic import atomic_write
+    from segflow.io.atomic import atomic_write
 
     w_fg, w_bg = dataset.prob_weights
     for s in dataset.samples:

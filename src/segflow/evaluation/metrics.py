@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from segflow.config.schema import Config
 from segflow.encodings import BITMASK, REGRESSION, bits, encode, encoding, truth
-from segflow.schema import Config
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, n_classes: int, ignore_id: int = -1) -> np.ndarray:

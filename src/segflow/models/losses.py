@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
+from segflow.config.schema import Config
 from segflow.encodings import is_bitmask, is_regression
-from segflow.schema import Config
 
 
 def class_weights(counts: np.ndarray) -> torch.Tensor:

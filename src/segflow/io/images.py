@@ -17,8 +17,8 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
-from segflow.atomic import atomic_write
 from segflow.errors import SegflowError
+from segflow.io.atomic import atomic_write
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
 

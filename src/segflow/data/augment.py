@@ -34,8 +34,8 @@ from monai.transforms.utils import create_grid
 from monai.utils import convert_to_numpy, convert_to_tensor
 from scipy import ndimage
 
-from segflow.atomic import atomic_write
-from segflow.schema import AugmentorConfig
+from segflow.config.schema import AugmentorConfig
+from segflow.io.atomic import atomic_write
 
 _KEYS = ("image", "label")
 _INTERPOLATION = {"image": "bilinear", "label": "nearest"}

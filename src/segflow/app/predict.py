@@ -9,9 +9,15 @@ import numpy as np
 
 from segflow.encodings import encoding
 from segflow.errors import SegflowError
-from segflow.images import IMAGE_EXTENSIONS, check_output_suffix, list_images, read_image, write_output
-from segflow.inference import Predictor
-from segflow.progress import each_image
+from segflow.inference.predictor import Predictor
+from segflow.io.images import (
+    IMAGE_EXTENSIONS,
+    check_output_suffix,
+    list_images,
+    read_image,
+    write_output,
+)
+from segflow.report.progress import each_image
 
 
 def predict_images(
@@ -35,7 +41,7 @@ def predict_images(
     class ids); a folder's outputs are TIFFs named after the inputs. Every argument, input and output
     path is checked before the model is loaded, and nothing is written before every check has passed.
     """
-    from segflow.training import resolve_devices
+    from segflow.runtime import resolve_devices
 
     if (image is None) == (input_dir is None):
         raise SegflowError("segflow predict: give either IMAGE or --input-dir DIR (with --output-dir DIR)")

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from segflow.biapy_compat import ignored_because, means_what_segflow_does
+from segflow.config.biapy_compat import ignored_because, means_what_segflow_does
+from segflow.config.schema import Config
 from segflow.errors import SegflowError
-from segflow.schema import Config
 
 # Keys holding data paths: relative values resolve against the config file's folder.
 PATH_KEYS = (
@@ -97,7 +97,7 @@ def _holds_bool(value: Any) -> bool:
 @functools.cache
 def biapy_keys() -> frozenset[str]:
     """Leaf keys of BiaPy 3.5.10's configuration."""
-    text = resources.files("segflow").joinpath("biapy_keys.txt").read_text()
+    text = resources.files("segflow.config").joinpath("biapy_keys.txt").read_text()
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 

@@ -1,0 +1,84 @@
+"""Checkpoints: read them, check that a config describes their network, rebuild the network without Lightning."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from segflow.config.schema import Config
+from segflow.errors import SegflowError
+from segflow.models.networks import build_model
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a segflow checkpoint, with a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegflowError(f"checkpoint {path} not found; train first (TRAIN.ENABLE: true) or give PATHS.CHECKPOINT_FILE")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        raise SegflowError(f"checkpoint {path} cannot be read ({type(exc).__name__}); the file is truncated, corrupt or not a checkpoint") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
+        raise SegflowError(f"checkpoint {path} is not a segflow checkpoint (no model config inside); give a file segflow wrote")
+    return ckpt
+
+
+# What a checkpoint's network is built from: a config must agree on these to use its weights.
+MODEL_KEYS = ("PROBLEM.NDIM", "PROBLEM.SEMANTIC_SEG.ENCODING", "MODEL.ARCHITECTURE", "MODEL.FEATURE_MAPS", "MODEL.N_CLASSES", "MODEL.Z_DOWN", "MODEL.KERNEL_SIZE", "MODEL.NORMALIZATION")
+
+
+def _get(cfg: Config, key: str) -> object:
+    value: object = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_model_matches(path: str | os.PathLike, ckpt: dict, cfg: Config) -> None:
+    """Raise when ``cfg`` describes another network than the one checkpoint ``path`` holds."""
+    saved = Config.model_validate(ckpt["hyper_parameters"]["config"])
+    diffs = [(k, _get(saved, k), _get(cfg, k)) for k in MODEL_KEYS if _get(saved, k) != _get(cfg, k)]
+    if saved.in_channels != cfg.in_channels:
+        diffs.append(("DATA.PATCH_SIZE channels", saved.in_channels, cfg.in_channels))
+    if diffs:
+        shown = "; ".join(f"{k}={a} in the checkpoint, {b} in the config" for k, a, b in diffs)
+        raise SegflowError(
+            f"checkpoint {path}: its weights do not fit MODEL.* of this config ({shown}); "
+            "set them as when the checkpoint was trained, or train a new model"
+        )
+
+
+def previous(path: str | Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``<name>.prev.pth``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+# The LightningModule keeps the network as ``.net``; its other parts (loss, metrics) save no state.
+NET_PREFIX = "net."
+
+
+def load_weights(net: torch.nn.Module, ckpt: dict, path: str | os.PathLike, what: str) -> None:
+    """Load a checkpoint's network weights into ``net`` (strictly), or say that they do not fit ``what``."""
+    state = ckpt["state_dict"]
+    weights = {k.removeprefix(NET_PREFIX): v for k, v in state.items() if k.startswith(NET_PREFIX)}
+    try:
+        if len(weights) != len(state):
+            raise RuntimeError(f"unexpected keys {sorted(set(state) - {NET_PREFIX + k for k in weights})[:3]}")
+        net.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise SegflowError(f"checkpoint {path}: its weights do not fit {what} ({str(exc).splitlines()[0]})") from None
+
+
+def load_network(path: str | os.PathLike) -> tuple[torch.nn.Module, Config, dict]:
+    """Rebuild a checkpoint's trained network without Lightning: ``(network in eval mode on the CPU, its
+    config, the checkpoint's hyper-parameters)``; the config alone says how to build it."""
+    ckpt = load_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    cfg = Config.model_validate(hp["config"])
+    net = build_model(cfg)
+    load_weights(net, ckpt, path, "the model its config describes")
+    return net.eval(), cfg, hp

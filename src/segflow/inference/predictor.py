@@ -1,0 +1,202 @@
+"""Prediction from a checkpoint: load it, then predict images of any size three ways.
+
+- ``merge``: overlapping windows, batched through the network and blended with a Gaussian weight so no
+  seam shows. The Gaussian weight is a product of 1D weights and the windows lie on a product grid, so the
+  sum of weights at each pixel is a product of three 1D sums: the blend needs no full-size weight map.
+  Memory is the output itself plus one batch of windows (the input is read window by window and may be a
+  memory-mapped file).
+- ``full``: the whole image in one pass, reflect-padded to a multiple of what the network needs.
+- per patch (``patch_scores``): non-overlapping patches predicted alone, for BiaPy's per-patch IoU.
+
+Test-time augmentation averages the 8 flips/rotations of the y-x plane (16 with z flips in 3D); it is
+applied to each batch of windows, which keeps memory bounded too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from segflow.checkpoint import load_network
+from segflow.config.schema import Config
+from segflow.data.pairs import Normalizer
+from segflow.data.patches import grid_starts
+from segflow.encodings import activate
+from segflow.encodings import labels as decode_labels
+from segflow.errors import SegflowError
+from segflow.evaluation.metrics import Scorer
+from segflow.inference.windows import (
+    WindowFn,
+    overlap_fraction,
+    predict_windows,
+    tta_views,
+    window_batch,
+)
+from segflow.models.networks import divisor
+from segflow.runtime import autocast_dtype
+
+
+@dataclass
+class Predictor:
+    """A trained network with its config and normaliser, ready to predict images of any size."""
+
+    net: torch.nn.Module
+    cfg: Config
+    normalizer: Normalizer
+    device: torch.device
+    # Predict in the precision the model was trained in (TRAIN.PRECISION), where the device has it.
+    autocast: torch.dtype | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Predictor":
+        """Everything needed comes from the checkpoint: architecture, classes, patch size, normalisation."""
+        net, cfg, hp = load_network(path)
+        normalizer = Normalizer.from_state(cfg.DATA.NORMALIZATION, hp.get("normalizer"))
+        device = torch.device(device)
+        net = net.to(device)  # channels-last, as build_model makes it
+        return cls(net=net, cfg=cfg, normalizer=normalizer, device=device, autocast=autocast_dtype(cfg.TRAIN.PRECISION, device.type))
+
+    @property
+    def n_classes(self) -> int:
+        return self.cfg.MODEL.N_CLASSES
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            logits = self.net(x).float()
+        return activate(logits, self.cfg)
+
+    def window_fn(self, tta: bool = False) -> WindowFn:
+        """Windows in, class probabilities out; averaged over flips and rotations with ``tta``."""
+        return tta_views(self._probabilities, self.cfg.ndim) if tta else self._probabilities
+
+    def expects(self) -> str:
+        """What this model takes, e.g. "this model is 2D with 1 channel; give a (y, x) image"."""
+        c = self.cfg.in_channels
+        axes = ("(z, y, x" if self.cfg.ndim == 3 else "(y, x") + (f", {c})" if c > 1 else ")")
+        kind = "stack" if self.cfg.ndim == 3 else "image"
+        return f"this model is {self.cfg.PROBLEM.NDIM} with {c} channel{'s' if c > 1 else ''}; give a {axes} {kind}"
+
+    def as_image(self, image: np.ndarray, source: str | os.PathLike | None = None) -> np.ndarray:
+        """Check a raw image and give it channels last: ``(y, x)`` / ``(z, y, x)`` gain a channel axis.
+
+        Refused, naming ``source`` (the file) when given: a shape or channel count the model does not take,
+        an empty image (an axis of size 0), a non-numeric type, NaN or infinite values.
+        """
+        where = f"{source}: image" if source is not None else "image"
+        if not hasattr(image, "ndim"):
+            image = np.asarray(image)
+        dtype = np.dtype(image.dtype)
+        if not (np.issubdtype(dtype, np.bool_) or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            raise SegflowError(f"{where} has pixel type {dtype}, not supported; give integer or float pixels")
+        if image.ndim == self.cfg.ndim:
+            image = image[..., None]
+        if image.ndim != self.cfg.ndim + 1 or image.shape[-1] != self.cfg.in_channels:
+            raise SegflowError(f"{where} of shape {tuple(image.shape)} does not fit: {self.expects()}")
+        if 0 in image.shape:
+            raise SegflowError(
+                f"{where} of shape {tuple(image.shape)} has no pixels (an axis of size 0); give a non-empty image"
+            )
+        if np.issubdtype(dtype, np.floating) and not _all_finite(image):
+            raise SegflowError(
+                f"{where} holds NaN or infinite values; replace them (e.g. with np.nan_to_num) before predicting"
+            )
+        return image
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        image: np.ndarray,
+        overlap: list[float] | None = None,
+        batch_size: int | None = None,
+        tta: bool = False,
+        full_image: bool = False,
+        progress: bool = False,
+        source: str | os.PathLike | None = None,
+    ) -> np.ndarray:
+        """Class probabilities for a raw image, channels last: ``(..., 1)`` foreground for binary, ``(..., N)`` otherwise.
+
+        ``source`` (the image's file) is named in the errors about the image.
+        """
+        image = self.as_image(image, source)
+        if overlap is not None and (len(overlap) != self.cfg.ndim or not all(0 <= ov < 1 for ov in overlap)):
+            raise SegflowError(
+                f"overlap {list(overlap)}: give {self.cfg.ndim} fractions in [0, 1), one per spatial axis"
+            )
+        if batch_size is not None and batch_size <= 0:
+            raise SegflowError(f"batch_size {batch_size}: must be positive")
+        stats = self.normalizer.stats(image, "image" if source is None else str(source))
+        fn = self.window_fn(tta)
+        if full_image:
+            out = self._full(image, stats, fn)
+        else:
+            patch = self.cfg.spatial_patch
+            if batch_size is None:
+                batch_size = window_batch(self.cfg, self.device)
+            out = predict_windows(
+                image,
+                fn,
+                patch,
+                overlap if overlap is not None else overlap_fraction(self.cfg, patch),
+                batch_size,
+                prepare=lambda w: self.normalizer.apply(w, stats),
+                device=self.device,
+                progress=progress,
+            )
+        return np.moveaxis(out, 0, -1)
+
+    def _full(self, image: np.ndarray, stats: dict, fn: WindowFn) -> np.ndarray:
+        """The whole image in one pass, reflect-padded up to a multiple of the network's divisor."""
+        spatial = image.shape[:-1]
+        div = divisor(self.cfg)
+        pad = [(0, -s % d) for s, d in zip(spatial, div)]
+        x = self.normalizer.apply(np.asarray(image), stats)
+        x = np.pad(x, pad + [(0, 0)], mode="reflect" if all(s > p for s, (_, p) in zip(spatial, pad)) else "edge")
+        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)[None], dtype=np.float32)).to(self.device)
+        y = fn(t)[0].float().cpu().numpy()
+        return y[(slice(None), *(slice(0, s) for s in spatial))]
+
+    def labels(self, probs: np.ndarray) -> np.ndarray | None:
+        """Label image from channels-last outputs, decoded as the model's encoding says (None for 'linear')."""
+        return decode_labels(probs, self.cfg)
+
+    def predict_labels(self, image: np.ndarray, **kwargs: object) -> np.ndarray:
+        """Class ids for a raw image (see ``predict`` for the options)."""
+        return self.labels(self.predict(image, **kwargs))
+
+    @torch.inference_mode()
+    def patch_scores(self, image: np.ndarray, mask: np.ndarray, batch_size: int = 8, tta: bool = False) -> list[dict]:
+        """BiaPy's per-patch evaluation: non-overlapping patches predicted alone, scores per patch."""
+        image = self.as_image(image)
+        stats = self.normalizer.stats(image)
+        patch = self.cfg.spatial_patch
+        if any(s < p for s, p in zip(image.shape[:-1], patch)):
+            return []
+        fn = self.window_fn(tta)
+        corners = grid_starts(image.shape[:-1], patch)
+        scorer = Scorer(self.cfg)
+        for b in range(0, len(corners), batch_size):
+            regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in corners[b : b + batch_size]]
+            windows = np.stack([self.normalizer.apply(np.asarray(image[r]), stats) for r in regions])
+            x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(windows, -1, 1), dtype=np.float32)).to(self.device)
+            probs = np.moveaxis(fn(x).float().cpu().numpy(), 1, -1)
+            for r, p in zip(regions, probs):
+                scorer.add("patch", p, self.labels(p), mask[r])
+        return scorer.rows
+
+
+def _all_finite(image: np.ndarray) -> bool:
+    """``np.isfinite(image).all()`` a slab of the first axis at a time: no image-sized temporary (memory maps)."""
+    step = max(1, 2**24 // max(1, int(np.prod(image.shape[1:]))))
+    return all(bool(np.isfinite(image[i : i + step]).all()) for i in range(0, image.shape[0], step))
+
+
+def load_model(path: str | os.PathLike, device: str | None = None) -> Predictor:
+    """Load a checkpoint for prediction from Python: ``segflow.load_model(path).predict(array)``.
+
+    ``device`` defaults to the first CUDA GPU when there is one, else the CPU.
+    """
+    device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    return Predictor.from_checkpoint(path, device)

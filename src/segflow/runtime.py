@@ -1,0 +1,93 @@
+"""Where and how the work runs: devices, precision (autocast), loader workers, the distributed rank."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from segflow.config.schema import Config
+from segflow.errors import SegflowError
+from segflow.models.networks import level_shapes
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch API: absent = no
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def autocast_dtype(setting: str, device_type: str) -> torch.dtype | None:
+    """The autocast type for TRAIN.PRECISION on a device; None = full fp32.
+
+    'auto' is bf16 on CPUs with native bfloat16: there it trains and predicts about twice as fast as
+    fp32 with the same test IoU (bench/README.md); fp32 on other CPUs.
+    """
+    if setting == "bf16":
+        return torch.bfloat16
+    if setting == "32":
+        return None
+    if device_type != "cuda":
+        return torch.bfloat16 if setting == "auto" and cpu_bf16_native() else None
+    return torch.bfloat16 if setting == "auto" and torch.cuda.is_bf16_supported() else torch.float16
+
+
+def distributed_rank() -> int:
+    """This process's rank in a distributed (DDP) run; 0 otherwise."""
+    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+
+
+def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int] | int]:
+    """Lightning's ``accelerator`` and ``devices`` from ``--gpu`` (``0``, ``0,1`` or ``cpu``) and SYSTEM.DEVICE."""
+    if gpu is None:
+        if system_device == "cpu" or (system_device == "auto" and not torch.cuda.is_available()):
+            return "cpu", 1
+        gpu = "0"
+    if gpu.strip().lower() == "cpu":
+        return "cpu", 1
+    try:
+        ids = [int(g) for g in gpu.split(",") if g.strip()]
+    except ValueError:
+        raise SegflowError(f"--gpu {gpu}: expected GPU numbers such as 0 or 0,1, or 'cpu'") from None
+    available = torch.cuda.device_count()
+    missing = [i for i in ids if i >= available]
+    if not ids or missing:
+        have = f"GPUs 0..{available - 1}; choose one of those or --gpu cpu" if available else "no CUDA GPU; use --gpu cpu"
+        raise SegflowError(f"--gpu {gpu}: this machine has {have}")
+    return "gpu", ids
+
+
+def precision(cfg: Config, accelerator: str) -> str:
+    """Lightning precision for TRAIN.PRECISION on this device (the same choice prediction makes)."""
+    dtype = autocast_dtype(cfg.TRAIN.PRECISION, "cuda" if accelerator == "gpu" else "cpu")
+    if dtype == torch.bfloat16 and accelerator == "cpu" and cfg.ndim == 3 and any(shape[0] == 2 for shape in level_shapes(cfg)):
+        # torch 2.13's CPU (oneDNN) bf16 Conv3d computes wrong weight gradients for inputs 2 deep (z only;
+        # tests/test_fast_paths.py keeps the check): such a network trains in fp32 on the CPU.
+        if cfg.TRAIN.PRECISION == "bf16":
+            print(f"warning: TRAIN.PRECISION bf16: a level of this 3D network is 2 voxels deep {level_shapes(cfg)}, where bf16 training on the CPU is wrong (a torch bug); training in fp32")
+        dtype = None
+    return {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[dtype]
+
+
+def worker_warning(workers: int) -> str | None:
+    """segflow's line, in place of torch's (twice-printed) one, when SYSTEM.NUM_WORKERS exceeds the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers <= cores:
+        return None
+    return (
+        f"warning: SYSTEM.NUM_WORKERS {workers} is more than the {cores} core(s) this process may use; extra "
+        f"loader processes only compete for them (loading may slow down or stall): use at most {cores}, "
+        "or -1 for segflow's choice"
+    )
+
+
+def num_workers(setting: int, accelerator: str) -> int:
+    """SYSTEM.NUM_WORKERS; -1: on a GPU one worker per spare core (at most 4), on the CPU none.
+
+    Training on the CPU already keeps every core busy, and a worker process competes with it: on 2
+    cores, 2D epochs ran 1.79x the plain baseline loop with 1 worker and 2.19x with none, where loading
+    and augmentation took 4% of the epoch (bench/README.md).
+    """
+    if setting >= 0:
+        return setting
+    return max(0, min(4, (os.cpu_count() or 1) - 1)) if accelerator == "gpu" else 0

@@ -1,0 +1,52 @@
+"""Training and validation patch datasets from the loaded samples."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from segflow.config.schema import Config
+from segflow.data.augment import build_augmentation
+from segflow.data.pairs import TrainData
+from segflow.data.patches import PatchDataset, fit_to_patch
+from segflow.encodings import encode
+from segflow.errors import SegflowError
+from segflow.models.networks import divisor
+
+
+def check_patch_fits_model(cfg: Config) -> None:
+    """The network halves the patch at each level, so its size must divide evenly."""
+    div = divisor(cfg)
+    bad = [(p, d) for p, d in zip(cfg.spatial_patch, div) if p % d]
+    if bad:
+        fixed = tuple(max(d, round(p / d) * d) for p, d in zip(cfg.spatial_patch, div))
+        raise SegflowError(
+            f"DATA.PATCH_SIZE {tuple(cfg.DATA.PATCH_SIZE)}: each spatial size must be a multiple of {div} for "
+            f"{len(cfg.MODEL.FEATURE_MAPS)} MODEL.FEATURE_MAPS levels; use e.g. {fixed + (cfg.in_channels,)} or fewer levels"
+        )
+
+
+def make_datasets(cfg: Config, data: TrainData) -> tuple[PatchDataset, PatchDataset | None]:
+    """Training patches (grid or random, augmented) and the fixed validation grid."""
+    d = cfg.DATA
+    patch = cfg.spatial_patch
+    train, val = (
+        [replace(s, target=encode(s.mask, cfg)) for s in (fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in part)]
+        for part in (data.train, data.val)
+    )
+    transform = build_augmentation(cfg.AUGMENTOR, cfg.ndim)
+    if transform is not None:
+        transform.set_random_state(seed=cfg.SYSTEM.SEED)
+    train_ds = PatchDataset(
+        train,
+        patch,
+        mode="random" if d.EXTRACT_RANDOM_PATCH else "grid",
+        overlap=d.TRAIN.OVERLAP,
+        transform=transform,
+        replicate=d.TRAIN.REPLICATE,
+        prob_weights=(d.W_FOREGROUND, d.W_BACKGROUND) if d.PROBABILITY_MAP else None,
+        class_balanced=d.CLASS_BALANCED_SAMPLING,
+        ignore_id=cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID,
+    )
+    train_ds.set_random_state(seed=cfg.SYSTEM.SEED)
+    val_ds = PatchDataset(val, patch, mode="grid", overlap=d.VAL.OVERLAP) if val else None
+    return train_ds, val_ds

@@ -1,0 +1,177 @@
+"""Training with PyTorch Lightning: the LightningModule, optimisers, schedulers, callbacks and the Trainer.
+
+Lightning gives the loop, DDP (``--gpu 0,1``, torchrun, SLURM), mixed precision, checkpoints,
+early stopping and TensorBoard; segflow adds the BiaPy-style epoch log, charts and data checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from monai.data import DataLoader
+
+from segflow.checkpoint import check_model_matches, load_checkpoint, load_weights
+from segflow.config.schema import Config
+from segflow.data.augment import write_aug_samples
+from segflow.data.pairs import TrainData, load_train_data
+from segflow.data.patches import PatchDataset, write_prob_maps
+from segflow.encodings import class_counts
+from segflow.io.atomic import atomic_write_text
+from segflow.io.paths import RunPaths
+from segflow.runtime import num_workers, precision, resolve_devices, worker_warning
+from segflow.training.callbacks import AtomicCheckpoint, EpochLog, FirstEpochSeeds, best_line
+from segflow.training.datasets import check_patch_fits_model, make_datasets
+from segflow.training.module import SegModel
+from segflow.training.runstate import check_resume, choose_checkpoint, finished_marker
+from segflow.training.sampler import EpochSeededSampler
+
+# Lightning's start-up banners and tips say nothing a segflow user can act on.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# Replaced by segflow's own lines: worker_warning() and the one on training without validation.
+warnings.filterwarnings("ignore", message="This DataLoader will create .* worker processes in total")
+warnings.filterwarnings("ignore", message=".*but have no `val_dataloader`.*")
+# Runs with different --run_id share checkpoints/ by design (BiaPy's layout); file names differ.
+warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+
+NO_VALIDATION = (
+    "warning: training without validation images (DATA.VAL.SPLIT_TRAIN 0): the best checkpoint, early "
+    "stopping and reduceonplateau follow the training loss, which says nothing about overfitting"
+)
+
+
+def train(
+    cfg: Config,
+    paths: RunPaths,
+    gpu: str | None = None,
+    data: TrainData | None = None,
+    resume: Path | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Path:
+    """Train as ``cfg`` says (continuing from ``resume``, a checkpoint of this run); return the best checkpoint.
+
+    ``callbacks``: extra Lightning callbacks (timers, probes), run after segflow's own.
+    """
+    check_patch_fits_model(cfg)
+    L.seed_everything(cfg.SYSTEM.SEED, workers=True, verbose=False)
+    if cfg.SYSTEM.NUM_CPUS > 0:
+        torch.set_num_threads(cfg.SYSTEM.NUM_CPUS)
+    data = data or load_train_data(cfg)
+    train_ds, val_ds = make_datasets(cfg, data)
+    print(f"Training on {len(data.train)} image(s), {len(train_ds)} patches per epoch; validating on {len(data.val)} image(s), {len(val_ds) if val_ds else 0} patches")
+
+    aug_dir = paths.sub("aug")
+    if cfg.AUGMENTOR.ENABLE and cfg.AUGMENTOR.AUG_SAMPLES and train_ds.transform is not None:
+        plain = PatchDataset(train_ds.samples, train_ds.patch, mode=train_ds.mode, replicate=cfg.DATA.TRAIN.REPLICATE, prob_weights=train_ds.prob_weights)
+        plain.set_random_state(seed=cfg.SYSTEM.SEED + 1)
+        pairs = [(it["image"], it["label"]) for it in (plain[i] for i in range(min(cfg.AUGMENTOR.AUG_NUM_SAMPLES, len(plain))))]
+        write_aug_samples(train_ds.transform, pairs, aug_dir, cfg.AUGMENTOR.DRAW_GRID)
+    if cfg.DATA.PROBABILITY_MAP:
+        write_prob_maps(train_ds, Path(cfg.PATHS.PROB_MAP_DIR) if cfg.PATHS.PROB_MAP_DIR else paths.prob_map, aug_dir)
+
+    accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
+    workers = num_workers(cfg.SYSTEM.NUM_WORKERS, accelerator)
+    for line in (worker_warning(workers), None if val_ds else NO_VALIDATION):
+        if line:
+            print(line)
+    # Workers are not persistent: made anew each epoch, they get that epoch's seeds (exact resume).
+    loader_args = dict(batch_size=cfg.TRAIN.BATCH_SIZE, num_workers=workers, pin_memory=cfg.SYSTEM.PIN_MEM and accelerator == "gpu")
+    sampler = EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, cfg.AUGMENTOR.SHUFFLE_TRAIN_DATA_EACH_EPOCH)
+    train_loader = DataLoader(train_ds, sampler=sampler, generator=sampler.generator, **loader_args)
+    val_loader = DataLoader(val_ds, shuffle=False, **loader_args) if val_ds is not None else None
+
+    monitor = "val_loss" if val_loader is not None else "loss"
+    # Saved at the end of the training epoch, after EpochLog has added the epoch's row (checkpoint
+    # callbacks run last), so each checkpoint holds the log up to and including its epoch.
+    common = dict(dirpath=paths.checkpoints, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True)
+    best = AtomicCheckpoint(filename=f"{paths.job}-checkpoint-best", monitor=monitor, mode="min", **common)
+    last = AtomicCheckpoint(filename=f"{paths.job}-checkpoint-last", monitor=None, **common)
+    n_batches = math.ceil(len(train_ds) / cfg.TRAIN.BATCH_SIZE)
+    # In a log file (SLURM, CI) progress bars flood it with redraws; there, EpochLog prints one line per epoch.
+    terminal = sys.stdout.isatty()
+    epoch_log, seeds = EpochLog(paths, workers, lines=not terminal), FirstEpochSeeds(sampler)
+    own: list[Callback] = [best, last, epoch_log, seeds] + ([TQDMProgressBar()] if terminal else [])
+    early = EarlyStopping(monitor=monitor, patience=cfg.TRAIN.PATIENCE, mode="min") if cfg.TRAIN.PATIENCE > 0 else None
+    if early is not None:
+        own.append(early)
+
+    counts, n_valid = class_counts([s.target for s in train_ds.samples], cfg)
+    model = SegModel(cfg.model_dump(mode="json"), counts.tolist(), data.normalizer.state(), n_valid)
+    model.monitor = monitor
+    if cfg.MODEL.LOAD_CHECKPOINT:
+        start = choose_checkpoint(cfg, paths)
+        ckpt = load_checkpoint(start)
+        check_model_matches(start, ckpt, cfg)
+        load_weights(model.net, ckpt, start, "MODEL.* of this config")
+        print(f"Starting from the weights in {start}")
+    prec = precision(cfg, accelerator)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy="ddp" if isinstance(devices, list) and len(devices) > 1 else "auto",
+        precision=prec,
+        max_epochs=cfg.TRAIN.EPOCHS,
+        accumulate_grad_batches=cfg.TRAIN.ACCUM_ITER,
+        callbacks=own + list(callbacks),
+        logger=TensorBoardLogger(save_dir=str(paths.run), name="tensorboard", version="", default_hp_metric=False),
+        default_root_dir=str(paths.run),
+        log_every_n_steps=max(1, min(50, n_batches)),
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=terminal,
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"Model: {cfg.MODEL.ARCHITECTURE} {cfg.PROBLEM.NDIM}, {n_params / 1e6:.2f} M parameters, on {accelerator} ({prec})")
+    if resume is not None:
+        saved = check_resume(cfg, paths, resume)
+        print(f"Resuming from {resume} ({saved['epoch'] + 1} epoch(s) done)")
+    finished_marker(paths).unlink(missing_ok=True)  # only once the resume is known to be possible
+    seeds.epoch = saved["epoch"] + 1 if resume is not None else 0
+    fit(trainer, model, train_loader, val_loader, resume)
+    best_path = Path(best.best_model_path or last.last_model_path or paths.checkpoint("last"))
+    if trainer.is_global_zero:
+        print_end(early, epoch_log.rows, monitor, best_path)
+    atomic_write_text(finished_marker(paths), json.dumps({"epochs": trainer.current_epoch, "best": str(best_path)}))
+    return best_path
+
+
+def print_end(early: EarlyStopping | None, rows: list[dict[str, float]], monitor: str, best_path: Path) -> None:
+    """Say whether early stopping ended training, and which epoch's checkpoint is the best."""
+    if early is not None and early.stopped_epoch:
+        epoch, patience = early.stopped_epoch + 1, early.patience
+        print(f"Early stopping at epoch {epoch}: {monitor} did not improve for TRAIN.PATIENCE={patience} epochs")
+    if rows:  # none when a callback stopped training before its first epoch
+        print(best_line(rows, monitor, best_path))
+
+
+def fit(
+    trainer: L.Trainer, model: SegModel, train_loader: DataLoader, val_loader: DataLoader | None, resume: Path | None
+) -> None:
+    """``trainer.fit``, where Ctrl-C raises KeyboardInterrupt (the CLI: ``segflow: interrupted``, exit 130).
+
+    Lightning answers Ctrl-C with its own shutdown and ``sys.exit(1)``; the checkpoints written until then
+    are complete (AtomicCheckpoint), so the same command resumes from the last one.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(model, train_loader, val_loader, ckpt_path=resume)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        if handler is not None:  # Lightning ignores Ctrl-C from then on; the caller's handler again
+            signal.signal(signal.SIGINT, handler)
+        raise KeyboardInterrupt from None
+
+
