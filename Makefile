@@ -17,6 +17,7 @@ demo: install
 	$(BIN)/segflow demo --out demo_results
 
 test: install
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
 # The speed suite: segflow against plain MONAI / PyTorch on this machine (bench/README.md).

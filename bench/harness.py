@@ -18,9 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,7 @@ class Runner:
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.log = open(work / "children.log", "a")
+        self.log = open(work / "children.log", "a")  # noqa: SIM115 (open for the runner's lifetime; closed in close())
         self.n = 0
         self.loads: list[float] = []
 

@@ -20,7 +20,6 @@ from segflow.config.loader import load_config
 from segflow.data.pairs import list_pairs, read_pair
 from segflow.inference.predictor import load_model
 from segflow.io.paths import RunPaths
-from segflow.training.callbacks import EpochLog
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "isbi2012.yaml"
@@ -36,11 +35,11 @@ def main() -> None:
     ap.add_argument("-D", dest="overrides", action="append", default=[])
     args = ap.parse_args()
 
-    paths = RunPaths(Path(args.result_dir), "isbi", args.run_id)
+    paths = RunPaths.checked(args.result_dir, "isbi", args.run_id)
     checkpoint = paths.checkpoint("best")
     overrides = list(args.overrides) + (["TRAIN.ENABLE=false"] if args.reuse and checkpoint.is_file() else [])
     result = run(CONFIG, args.result_dir, paths.name, paths.run_id, None, overrides, overwrite=True)
-    log = EpochLog(paths).csv_path  # the training log's file, as training names it
+    log = paths.log_csv
     train_s = sum(float(line.split(",")[1]) for line in log.read_text().splitlines()[1:])
 
     cfg, _ = load_config(CONFIG, args.overrides)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make ``bench`` importable
 
-from bench.harness import main  # noqa: E402
-from bench.sections import data, isbi, peak, predict, train  # noqa: E402
+from bench.harness import main
+from bench.sections import data, isbi, peak, predict, train
 
 SECTIONS = {**data.SECTIONS, **train.SECTIONS, **predict.SECTIONS, **isbi.SECTIONS, **peak.SECTIONS}
 

@@ -6,8 +6,9 @@ Data is made on first use in the work folder (so a section run alone makes only 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -123,7 +123,7 @@ def _unreadable_folder(c: Ctx) -> list[str]:
     if os.geteuid() == 0:  # root reads anything: list the folder as a normal user would fail to
         real = Path.iterdir
 
-        def iterdir(self: Path):  # noqa: ANN202
+        def iterdir(self: Path):
             if self == folder:
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
             return real(self)
@@ -161,7 +161,7 @@ def _disk_full_at_checkpoint(c: Ctx) -> list[str]:
     """The disk fills while the first checkpoint of a new run is written: the other runs' checkpoints are kept."""
     import lightning
 
-    def save(self, filepath, weights_only=False, storage_options=None):  # noqa: ANN001
+    def save(self, filepath, weights_only=False, storage_options=None):
         Path(filepath).write_bytes(b"half a checkpoint")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filepath))
 

@@ -14,8 +14,9 @@ defaults. The weights: the training section's plain loop, or an untrained networ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

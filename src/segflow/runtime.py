@@ -57,6 +57,11 @@ def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int]
     return "gpu", ids
 
 
+def torch_device(accelerator: str, devices: list[int] | int) -> str:
+    """The torch device for ``resolve_devices``'s result: the first chosen GPU (``cuda:N``), else ``cpu``."""
+    return f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu"
+
+
 def precision(cfg: Config, accelerator: str) -> str:
     """Lightning precision for TRAIN.PRECISION on this device (the same choice prediction makes)."""
     dtype = autocast_dtype(cfg.TRAIN.PRECISION, "cuda" if accelerator == "gpu" else "cpu")

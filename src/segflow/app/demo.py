@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from segflow.data.synthetic import make_dataset
+from segflow.io.paths import RunPaths
 
 # Sized to train in about two minutes on two CPU cores.
 DEMO_CONFIG = {
@@ -45,8 +46,8 @@ def demo(out: str | Path = "demo_results", gpu: str | None = None, overrides: tu
     print(f"Synthetic dataset in {out / 'data'}; config {config}")
     result = run(config, out, "demo", "1", gpu, overrides, overwrite=True)
     fg = result["merge patches"]["per_image_mean"]["foreground_iou"]
-    run_dir = out / "demo" / "results" / "demo_1"
+    paths = RunPaths.checked(out, "demo", "1")
     print(f"\nDemo finished in {time.monotonic() - start:.0f} s.")
     print(f"Test foreground IoU (per image mean): {fg:.3f}")
-    print(f"Predictions: {run_dir / 'per_image'}  metrics: {run_dir / 'test_metrics.csv'}  charts: {run_dir / 'charts'}")
+    print(f"Predictions: {paths.per_image()}  metrics: {paths.test_metrics}  charts: {paths.charts}")
     return result

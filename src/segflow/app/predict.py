@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segflow.encodings import encoding
+from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
 from segflow.inference.predictor import Predictor
 from segflow.io.images import (
@@ -41,7 +41,7 @@ def predict_images(
     class ids); a folder's outputs are TIFFs named after the inputs. Every argument, input and output
     path is checked before the model is loaded, and nothing is written before every check has passed.
     """
-    from segflow.runtime import resolve_devices
+    from segflow.runtime import resolve_devices, torch_device
 
     if (image is None) == (input_dir is None):
         raise SegflowError("segflow predict: give either IMAGE or --input-dir DIR (with --output-dir DIR)")
@@ -59,10 +59,10 @@ def predict_images(
     if output is not None:  # the default names and a folder's outputs are .tif, which holds anything
         check_output_suffix(output, labels=not probabilities)
     accelerator, devices = resolve_devices(gpu, "auto")
-    predictor = Predictor.from_checkpoint(model, f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
+    predictor = Predictor.from_checkpoint(model, torch_device(accelerator, devices))
     cfg = predictor.cfg
     if output is not None:  # now the model's dimensionality, and whether it gives labels at all, are known
-        check_output_suffix(output, labels=not probabilities and encoding(cfg) != "linear", ndim=cfg.ndim)
+        check_output_suffix(output, labels=not probabilities and get_encoding(cfg).score_classes() > 0, ndim=cfg.ndim)
     written = []
     for src, dst in each_image(jobs, "predict image", lambda job: job[0].name) if len(jobs) > 1 else jobs:
         raw = read_image(src, cfg.ndim, cfg.in_channels, expect=predictor.expects())

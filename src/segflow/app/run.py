@@ -58,11 +58,9 @@ def check_writable(folder: Path, result_dir: Path) -> None:
 
 def check_outputs(paths: RunPaths) -> None:
     """Every folder the run writes can be made or written, and no file it writes is a folder."""
-    from segflow.training.runstate import finished_marker
-
     for folder in (paths.root, paths.config_files, paths.checkpoints, paths.run):
         check_writable(folder, paths.result_dir)
-    for target in (paths.config_copy, paths.checkpoint("best"), paths.checkpoint("last"), finished_marker(paths)):
+    for target in (paths.config_copy, paths.checkpoint("best"), paths.checkpoint("last"), paths.finished_marker):
         if target.is_dir():
             raise SegflowError(
                 f"{target} is a folder, where run {paths.job} writes a file; move it away, or choose another --run_id"
@@ -76,9 +74,9 @@ def remove_run_outputs(paths: RunPaths) -> None:
     and this run's test outputs (rewritten by its test phase) are left alone."""
     for path in paths.own_checkpoints():
         path.unlink(missing_ok=True)
-    for folder in ("train_logs", "charts", "tensorboard", "aug"):
-        if paths.sub(folder).is_dir():
-            shutil.rmtree(paths.sub(folder))
+    for folder in paths.training_outputs():
+        if folder.is_dir():
+            shutil.rmtree(folder)
 
 
 def check_split_fits_patch(cfg: Config, train: list[Sample], val: list[Sample]) -> None:
@@ -162,7 +160,7 @@ def run(
     """
     from segflow.evaluation.testphase import run_test
     from segflow.inference.predictor import Predictor
-    from segflow.runtime import resolve_devices
+    from segflow.runtime import resolve_devices, torch_device
     from segflow.training.runstate import write_config_copy
     from segflow.training.trainer import train
 
@@ -185,8 +183,7 @@ def run(
         print(f"Training of run {paths.job} already finished (use --overwrite to train again, --resume to train further)")
     result: dict = {}
     if cfg.TEST.ENABLE:
-        device = f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu"
-        result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, device))
+        result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, torch_device(accelerator, devices)))
     print(f"FINISHED JOB {paths.job}: results in {paths.run}, checkpoints in {paths.checkpoints}")
     return result
 
@@ -198,14 +195,14 @@ def _plan(
     resume from, the training data, the checkpoint to test when not training)``."""
     from segflow.checkpoint import check_model_matches, load_checkpoint
     from segflow.data.pairs import load_train_data
-    from segflow.training.runstate import check_resume, choose_checkpoint, finished_marker, resume_point
+    from segflow.training.runstate import check_resume, choose_checkpoint, resume_point
 
     resume = None if overwrite or not cfg.TRAIN.ENABLE else resume_point(paths)
     if cfg.TRAIN.ENABLE and resume_run and resume is None:
         raise SegflowError(
             f"--resume: run {paths.job} has no checkpoint in {paths.checkpoints} to resume from; drop --resume to start it"
         )
-    train_now = cfg.TRAIN.ENABLE and (resume is None or resume_run or not finished_marker(paths).is_file())
+    train_now = cfg.TRAIN.ENABLE and (resume is None or resume_run or not paths.finished_marker.is_file())
     if train_now and resume is not None:
         check_resume(cfg, paths, resume)
     data = load_train_data(cfg) if train_now else None
@@ -225,13 +222,12 @@ def _describe(
     label: str, cfg: Config, image_dir: str, mask_dir: str | None, what: str
 ) -> list[tuple[Path, tuple[int, ...]]]:
     """Read and check every image (and mask) of a folder, print what was found; return each image with its shape."""
-    from segflow.encodings import BITMASK, REGRESSION, bits, encoding
+    from segflow.encodings import get_encoding
 
     pairs = list_pairs(image_dir, mask_dir, what)
     shapes, dtypes = set(), set()
-    kind = encoding(cfg)
-    n = cfg.MODEL.N_CLASSES
-    counts = np.zeros(n, dtype=np.int64)
+    enc = get_encoding(cfg)
+    counts = np.zeros(enc.n, dtype=np.int64)
     total = 0
     lo, hi = np.inf, -np.inf
     samples, constant = [], []
@@ -244,24 +240,20 @@ def _describe(
         if mask is not None:
             valid = mask[mask != cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID] if cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID >= 0 else mask.ravel()
             total += valid.size
-            if kind in REGRESSION:
+            if enc.regression:
                 lo, hi = min(lo, float(valid.min(initial=np.inf))), max(hi, float(valid.max(initial=-np.inf)))
-            elif kind in BITMASK:
-                counts += bits(valid, n).sum(0)
-            elif kind == "categorical":
-                values, k = np.unique(valid, return_counts=True)
-                keep = (values >= 0) & (values < n)
-                counts[values[keep].astype(np.int64)] += k[keep]
+            elif (found := enc.mask_counts(valid)) is not None:
+                counts += found
         samples.append((img_path, image.shape))
     print(f"{label}: {len(pairs)} image{'s' if len(pairs) != 1 else ''}" + (" with masks" if mask_dir else "") + f" from {image_dir}")
     if mask_dir is not None:
         _print_pairs(pairs)
     print(f"  shapes {', '.join(str(s) for s in sorted(shapes))}; dtypes {', '.join(sorted(dtypes))}")
     if mask_dir is not None and total:
-        if kind in REGRESSION:
-            print(f"  target values ({kind}): {lo:g} .. {hi:g}" if kind == "linear" else "  foreground for the distance transform: mask > 0")
-        elif kind in (*BITMASK, "categorical"):
-            what_is = "bit classes (pixel fraction, classes may overlap)" if kind in BITMASK else "classes (pixel fraction)"
+        if enc.regression:
+            print(enc.describe(lo, hi))
+        elif enc.mask_counts(np.zeros(0, np.int64)) is not None:
+            what_is = "bit classes (pixel fraction, classes may overlap)" if enc.bitwise else "classes (pixel fraction)"
             print(f"  {what_is}: " + ", ".join(f"{c}: {k / total:.1%}" for c, k in enumerate(counts)))
             for c in np.flatnonzero(counts == 0):
                 print(f"  warning: class {c} never occurs in these masks")

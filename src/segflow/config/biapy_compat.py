@@ -37,7 +37,7 @@ SWITCHES: dict[str, str] = {
         ("DROP_RANGE", "DROPOUT"), ("GRID_", "GRIDMASK"), ("MB_KERNEL", "MEDIAN_BLUR"), ("MOTB_", "MOTION_BLUR"),
         ("MS_", "MISALIGNMENT"), ("MISSP_", "MISSING_SECTIONS"), ("PEPPER_", "PEPPER"), ("SALT_AMOUNT", "SALT"),
         ("SALT_AND_PEPPER_", "SALT_AND_PEPPER"),
-    )},  # fmt: skip
+    )},  # fmt: skip  # noqa: RUF028 (keeps the hand-laid table if a formatter is run)
     "DATA.VAL.CROSS_VAL_": "DATA.VAL.CROSS_VAL",
     "DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA_": "DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA",
     "DATA.VAL.INPUT_ZARR_MULTIPLE_DATA_": "DATA.VAL.INPUT_ZARR_MULTIPLE_DATA",

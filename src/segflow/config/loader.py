@@ -301,7 +301,7 @@ def read_yaml(path: Path) -> dict:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SegflowError(f"config file {path} cannot be read ({reason}); give a readable YAML file to --config") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except RecursionError:
         raise SegflowError(f"config file {path}: nested too deeply to read; write plain sections and keys") from None
     except yaml.YAMLError as exc:

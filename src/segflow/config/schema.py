@@ -84,7 +84,7 @@ class NormalizationConfig(Section):
     PERC_UPPER: float = Field(99.9, ge=0, le=100, description="Upper percentile for PERC_CLIP.")
 
     @model_validator(mode="after")
-    def _percentiles_ordered(self) -> "NormalizationConfig":
+    def _percentiles_ordered(self) -> NormalizationConfig:
         if self.PERC_CLIP and self.PERC_LOWER >= self.PERC_UPPER:
             raise ValueError("PERC_LOWER must be below PERC_UPPER")
         return self
@@ -149,7 +149,7 @@ class DataConfig(Section):
     TEST: TestDataConfig = TestDataConfig()
 
     @model_validator(mode="after")
-    def _patch_positive(self) -> "DataConfig":
+    def _patch_positive(self) -> DataConfig:
         if any(int(s) <= 0 for s in self.PATCH_SIZE):
             raise ValueError(f"PATCH_SIZE {self.PATCH_SIZE}: every size must be positive")
         if self.W_FOREGROUND + self.W_BACKGROUND <= 0:
@@ -225,7 +225,7 @@ class ModelConfig(Section):
     LOAD_CHECKPOINT_EPOCH: Literal["best_on_val", "last_on_train"] = Field("best_on_val", description="Which of the job's checkpoints LOAD_CHECKPOINT and the test phase use.")
 
     @model_validator(mode="after")
-    def _sizes(self) -> "ModelConfig":
+    def _sizes(self) -> ModelConfig:
         if any(f <= 0 for f in self.FEATURE_MAPS):
             raise ValueError(f"FEATURE_MAPS {self.FEATURE_MAPS}: every value must be positive")
         if any(not 0 <= d < 1 for d in self.DROPOUT_VALUES):
@@ -274,7 +274,7 @@ class TrainConfig(Section):
     LR_SCHEDULER: LRSchedulerConfig = LRSchedulerConfig()
 
     @model_validator(mode="after")
-    def _patience(self) -> "TrainConfig":
+    def _patience(self) -> TrainConfig:
         if self.PATIENCE == 0 or self.PATIENCE < -1:
             raise ValueError(f"PATIENCE {self.PATIENCE}: use a positive number of epochs, or -1 to never stop early")
         return self
@@ -293,7 +293,7 @@ class PostProcessingConfig(Section):
     MEDIAN_FILTER_SIZE: list[int] = Field([], description="Size of each MEDIAN_FILTER, one per MEDIAN_FILTER_AXIS entry.")
 
     @model_validator(mode="after")
-    def _median_lists(self) -> "PostProcessingConfig":
+    def _median_lists(self) -> PostProcessingConfig:
         if self.MEDIAN_FILTER:
             if not self.MEDIAN_FILTER_AXIS:
                 raise ValueError("MEDIAN_FILTER is on: list the filters' axes in MEDIAN_FILTER_AXIS, e.g. ['z']")
@@ -336,7 +336,7 @@ class Config(Section):
     PATHS: PathsConfig = PathsConfig()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Config":
+    def _consistent(self) -> Config:
         ndim = 2 if self.PROBLEM.NDIM == "2D" else 3
         if len(self.DATA.PATCH_SIZE) != ndim + 1:
             raise ValueError(

@@ -48,7 +48,7 @@ class Normalizer:
     wide_divisor: float | None = None
 
     @classmethod
-    def from_state(cls, cfg: NormalizationConfig, state: dict | None) -> "Normalizer":
+    def from_state(cls, cfg: NormalizationConfig, state: dict | None) -> Normalizer:
         """The normaliser a checkpoint stored with ``state()`` (older checkpoints lack some keys)."""
         state = state or {}
         return cls(cfg, state.get("mean"), state.get("std"), state.get("wide_divisor"))
@@ -241,13 +241,13 @@ def _warn_sorted_pairing(images: list[Path], masks: list[Path], what: str) -> No
 def check_mask_values(mask: np.ndarray, path: Path, cfg: Config) -> None:
     """Every mask value must fit the encoding: a class id ``0..N_CLASSES-1``, a bitmask of
     ``N_CLASSES`` bits, or (regions and regression) anything; the ignored id (>= 0) is always allowed."""
-    from segflow.encodings import BITMASK, encoding
+    from segflow.encodings import get_encoding
 
     n = cfg.MODEL.N_CLASSES
-    kind = encoding(cfg)
-    if kind not in ("categorical", *BITMASK):
+    enc = get_encoding(cfg)
+    top = enc.value_limit()
+    if top is None:
         return
-    top = n if kind == "categorical" else 2**n
     values = np.unique(mask)
     ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
     bad = values[((values < 0) | (values >= top)) & ((values != ignore) | (ignore < 0))]
@@ -265,14 +265,14 @@ def check_mask_values(mask: np.ndarray, path: Path, cfg: Config) -> None:
             f"{path}: mask values {shown} are negative, but masks hold class ids from 0 "
             f"and PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID {todo}"
         )
-    if kind == "categorical":
+    if not enc.bitwise:
         hint = " (a 0/255 mask: divide it by 255)" if set(values.tolist()) <= {0, 255} and n == 2 else ""
         raise SegflowError(
             f"{path}: mask values {shown} are outside the classes 0..{n - 1} of MODEL.N_CLASSES={n}{hint}; "
             "fix the mask or raise MODEL.N_CLASSES"
         )
     raise SegflowError(
-        f"{path}: mask values {shown} need more than the {n} bits of MODEL.N_CLASSES={n} (ENCODING {kind}); "
+        f"{path}: mask values {shown} need more than the {n} bits of MODEL.N_CLASSES={n} (ENCODING {enc.name}); "
         "raise MODEL.N_CLASSES to the number of bit classes"
     )
 
@@ -340,7 +340,7 @@ def n_val_images(n_images: int, fraction: float) -> int:
     """Validation images held out of ``n_images`` (at least one, never all); 0 for a single image."""
     if fraction <= 0 or n_images < 2:
         return 0
-    return min(n_images - 1, max(1, int(round(n_images * fraction))))
+    return min(n_images - 1, max(1, round(n_images * fraction)))
 
 
 def split_train_val(samples: list[Sample], fraction: float, shuffle: bool, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -350,7 +350,7 @@ def split_train_val(samples: list[Sample], fraction: float, shuffle: bool, seed:
     if len(samples) == 1:
         s = samples[0]
         n = s.image.shape[0]
-        cut = n - max(1, int(round(n * fraction)))
+        cut = n - max(1, round(n * fraction))
         if cut < 1:
             raise SegflowError(f"{s.path}: too small along its first axis ({n}) to hold out DATA.VAL.SPLIT_TRAIN={fraction}")
         head = Sample(s.name, s.image[:cut], None if s.mask is None else s.mask[:cut], s.path, s.mask_path)

@@ -52,10 +52,23 @@ def fit_to_patch(sample: Sample, patch: tuple[int, ...], reflect: bool) -> Sampl
             f"{sample.path}: image of shape {spatial} is smaller than DATA.PATCH_SIZE {patch} ({small}); "
             "use a smaller DATA.PATCH_SIZE or set DATA.REFLECT_TO_COMPLETE_SHAPE: true to pad it"
         )
-    pad = [(0, max(0, p - s)) for s, p in zip(spatial, patch)]
-    image = np.pad(sample.image, pad + [(0, 0)], mode="reflect" if min(spatial) > 1 else "edge")
-    mask = None if sample.mask is None else np.pad(sample.mask, pad, mode="reflect" if min(spatial) > 1 else "edge")
+    image = pad_to(sample.image, patch, repeat_reflection=True)
+    mask = None if sample.mask is None else pad_to(sample.mask, patch, repeat_reflection=True)
     return Sample(sample.name, image, mask, sample.path, sample.mask_path)
+
+
+def pad_to(array: np.ndarray, shape: tuple[int, ...], repeat_reflection: bool = False) -> np.ndarray:
+    """Pad the leading (spatial) axes of ``array`` at their end up to at least ``shape``; trailing axes stay.
+
+    ``array`` is ``(*spatial, ...)`` (e.g. channels last, or a mask without channels). Every axis is
+    mirrored (numpy's ``reflect``) when the image allows it, else every axis repeats its edge: training
+    (``repeat_reflection``) mirrors any axis longer than 1 pixel, however often; inference mirrors only
+    when each axis is longer than its padding, so the padding is one mirror image of real pixels.
+    """
+    spatial = array.shape[: len(shape)]
+    pad = [(0, max(0, t - s)) for s, t in zip(spatial, shape)]
+    reflect = min(spatial) > 1 if repeat_reflection else all(s > after for s, (_, after) in zip(spatial, pad))
+    return np.pad(array, pad + [(0, 0)] * (array.ndim - len(shape)), mode="reflect" if reflect else "edge")
 
 
 def probability_map(mask: np.ndarray, w_fg: float, w_bg: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from segflow.config.schema import Config
-from segflow.encodings import BITMASK, REGRESSION, bits, encode, encoding, truth
+from segflow.encodings import bits, get_encoding
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, n_classes: int, ignore_id: int = -1) -> np.ndarray:
@@ -84,15 +84,12 @@ class Scorer:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.kind = encoding(cfg)
+        self.enc = get_encoding(cfg)
         self.n = cfg.MODEL.N_CLASSES
         self.ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
         self.rows: list[dict] = []
-        self.conf = np.zeros((self.n, 2, 2) if self.kind in BITMASK else (self._classes(),) * 2, dtype=np.int64)
+        self.conf = np.zeros((self.n, 2, 2) if self.enc.bitwise else (self.enc.score_classes(),) * 2, dtype=np.int64)
         self.errors = np.zeros(3)  # sum of squared errors, of absolute errors, pixel count
-
-    def _classes(self) -> int:
-        return 2 if self.kind in REGRESSION else self.n
 
     def _valid(self, mask: np.ndarray) -> np.ndarray:
         return mask != self.ignore if self.ignore >= 0 else np.ones(mask.shape, dtype=bool)
@@ -100,18 +97,18 @@ class Scorer:
     def add(self, name: str, outputs: np.ndarray, labels: np.ndarray | None, mask: np.ndarray) -> dict:
         """Score one image: ``outputs`` are the channels-last network outputs, ``labels`` their label image."""
         row = dict(_NAN_SCORES)
-        if self.kind in BITMASK:
+        if self.enc.bitwise:
             valid = self._valid(mask)
-            pred_bits, true_bits = bits(labels, self.n), bits(truth(mask, self.cfg), self.n)
+            pred_bits, true_bits = bits(labels, self.n), bits(self.enc.truth(mask), self.n)
             confs = [confusion(pred_bits[..., i][valid], true_bits[..., i][valid], 2) for i in range(self.n)]
             self.conf += np.stack(confs)
             row.update(_merge_channels([scores(c) for c in confs]))
-        elif self.kind != "linear":
-            conf = confusion(labels, truth(mask, self.cfg), self._classes(), self.ignore)
+        elif self.enc.score_classes():
+            conf = confusion(labels, self.enc.truth(mask), self.enc.score_classes(), self.ignore)
             self.conf += conf
             row.update(scores(conf))
-        if self.kind in REGRESSION:
-            target = encode(mask, self.cfg)[..., 0]
+        if self.enc.regression:
+            target = self.enc.encode(mask)[..., 0]
             keep = ~np.isnan(target)
             diff = outputs[..., 0][keep].astype(np.float64) - target[keep]
             self.errors += (float(np.square(diff).sum()), float(np.abs(diff).sum()), diff.size)
@@ -123,11 +120,11 @@ class Scorer:
     def pooled(self) -> dict:
         """Scores over all pixels of all images."""
         out = dict(_NAN_SCORES)
-        if self.kind in BITMASK:
+        if self.enc.bitwise:
             out.update(_merge_channels([scores(c) for c in self.conf]))
-        elif self.kind != "linear":
+        elif self.enc.score_classes():
             out.update(scores(self.conf))
-        if self.kind in REGRESSION and self.errors[2]:
+        if self.enc.regression and self.errors[2]:
             out.update(mse=self.errors[0] / self.errors[2], mae=self.errors[1] / self.errors[2])
         return out
 

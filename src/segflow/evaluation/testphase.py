@@ -19,7 +19,7 @@ import numpy as np
 
 from segflow.config.schema import Config
 from segflow.data.pairs import list_pairs, read_pair
-from segflow.encodings import bits, is_bitmask
+from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
 from segflow.evaluation.metrics import SUMMARY_KEYS, Scorer
 from segflow.evaluation.postprocess import (
@@ -48,8 +48,8 @@ class Recorder:
     def emit(
         self,
         mode: str,
-        folder: str,
-        binarized: str | None,
+        folder: Path,
+        binarized: Path | None,
         src: Path,
         probs: np.ndarray,
         mask: np.ndarray | None,
@@ -62,9 +62,9 @@ class Recorder:
         """
         labels = self.predictor.labels(probs)
         reference = src if src.is_file() else None
-        write_tiff(self.paths.sub(folder) / f"{src.stem}.tif", probs.astype(np.float32, copy=False), ndim, reference=reference)
+        write_tiff(folder / f"{src.stem}.tif", probs.astype(np.float32, copy=False), ndim, reference=reference)
         if binarized is not None and labels is not None:
-            self._write_labels(self.paths.sub(binarized), src, labels, ndim, reference, mask_path)
+            self._write_labels(binarized, src, labels, ndim, reference, mask_path)
         if mask is not None:
             self.scorer(mode).add(src.name, probs, labels, mask)
 
@@ -72,11 +72,10 @@ class Recorder:
         self, folder: Path, src: Path, labels: np.ndarray, ndim: int, reference: Path | None, mask_path: Path | None
     ) -> None:
         model_cfg = self.predictor.cfg
-        n = model_cfg.MODEL.N_CLASSES
-        if not self.cfg.DATA.TEST.ARGMAX_TO_OUTPUT and (n > 2 or is_bitmask(model_cfg)):
+        enc = get_encoding(model_cfg)
+        if not self.cfg.DATA.TEST.ARGMAX_TO_OUTPUT and (enc.n > 2 or enc.bitwise):
             # One 0/1 channel per class instead of a label (or bitmask) image: only TIFF holds that.
-            channels = bits(labels, n) if is_bitmask(model_cfg) else np.stack([labels == c for c in range(n)], axis=-1).astype(np.uint8)
-            write_tiff(folder / f"{src.stem}.tif", channels, ndim, reference=reference)
+            write_tiff(folder / f"{src.stem}.tif", enc.class_channels(labels), ndim, reference=reference)
             return
         suffix, palette = label_style(mask_path)
         if suffix == ".png" and (ndim != 2 or labels.max(initial=0) > 65535):
@@ -104,16 +103,16 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
     for src, mask_path in each_image(pairs, "test image", lambda pair: pair[0].name):
         image, mask = read_pair(predictor.cfg, src, mask_path, "test", t.CHECK_DATA)
         probs = predictor.predict(image, tta=tta, progress=True, source=src)
-        rec.emit("merge patches", "per_image", "per_image_binarized", src, probs, mask, ndim, mask_path)
+        rec.emit("merge patches", paths.per_image(), paths.per_image("_binarized"), src, probs, mask, ndim, mask_path)
         if mask is not None:
             patches.rows += predictor.patch_scores(image, mask)
         if image_filters:
-            rec.emit("merge patches - post-processing", "per_image_post_processing", None, src, apply_median_filters(probs, image_filters), mask, ndim)
+            rec.emit("merge patches - post-processing", paths.per_image("_post_processing"), None, src, apply_median_filters(probs, image_filters), mask, ndim)
         if cfg.TEST.FULL_IMG:
             full = predictor.predict(image, tta=tta, full_image=True, source=src)
-            rec.emit("full image", "full_image", "full_image_binarized", src, full, mask, ndim, mask_path)
+            rec.emit("full image", paths.sub("full_image"), paths.sub("full_image_binarized"), src, full, mask, ndim, mask_path)
             if image_filters:
-                rec.emit("full image - post-processing", "full_post_processing", None, src, apply_median_filters(full, image_filters), mask, ndim)
+                rec.emit("full image - post-processing", paths.sub("full_post_processing"), None, src, apply_median_filters(full, image_filters), mask, ndim)
         if stack:
             stacked.append((probs, mask))
 
@@ -121,12 +120,12 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
         _as_3d_stack(stacked, pairs[0][0], filters, rec)
     modes = {"per patch": patches, **rec.modes} if patches.rows else rec.modes
     if not any(m.rows for m in modes.values()):
-        print(f"Predicted {len(pairs)} test image(s) into {paths.sub('per_image')}")
+        print(f"Predicted {len(pairs)} test image(s) into {paths.per_image()}")
         return {}
     result = {mode: m.summary() for mode, m in modes.items()}
     if "per patch" in result:
         result["per patch"]["pooled"] = None  # patches overlap at the borders; only their mean is meaningful
-    write_metrics_csv(result, paths.sub("test_metrics.csv"))
+    write_metrics_csv(result, paths.test_metrics)
     print_summary(result)
     return result
 
@@ -140,9 +139,9 @@ def _as_3d_stack(stacked: list[tuple[np.ndarray, np.ndarray | None]], first: Pat
     masks = [m for _, m in stacked]
     mask = np.stack(masks) if all(m is not None for m in masks) else None
     name = first.parent / f"{first.stem}_stack.tif"  # not a file: names the outputs
-    rec.emit("as 3D stack", "as_3d_stack", "as_3d_stack_binarized", name, probs, mask, 3)
+    rec.emit("as 3D stack", rec.paths.sub("as_3d_stack"), rec.paths.sub("as_3d_stack_binarized"), name, probs, mask, 3)
     if filters:
-        rec.emit("as 3D stack - post-processing", "as_3d_stack_post_processing", None, name, apply_median_filters(probs, filters), mask, 3)
+        rec.emit("as 3D stack - post-processing", rec.paths.sub("as_3d_stack_post_processing"), None, name, apply_median_filters(probs, filters), mask, 3)
 
 
 def write_metrics_csv(result: dict, target: Path) -> None:

@@ -23,20 +23,20 @@ import torch
 from segflow.checkpoint import load_network
 from segflow.config.schema import Config
 from segflow.data.pairs import Normalizer
-from segflow.data.patches import grid_starts
-from segflow.encodings import activate
-from segflow.encodings import labels as decode_labels
+from segflow.data.patches import grid_starts, pad_to
+from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
 from segflow.evaluation.metrics import Scorer
 from segflow.inference.windows import (
     WindowFn,
     overlap_fraction,
     predict_windows,
+    stack_windows,
     tta_views,
     window_batch,
 )
 from segflow.models.networks import divisor
-from segflow.runtime import autocast_dtype
+from segflow.runtime import autocast_dtype, resolve_devices, torch_device
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Predictor:
     autocast: torch.dtype | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Predictor":
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
         """Everything needed comes from the checkpoint: architecture, classes, patch size, normalisation."""
         net, cfg, hp = load_network(path)
         normalizer = Normalizer.from_state(cfg.DATA.NORMALIZATION, hp.get("normalizer"))
@@ -59,14 +59,10 @@ class Predictor:
         net = net.to(device)  # channels-last, as build_model makes it
         return cls(net=net, cfg=cfg, normalizer=normalizer, device=device, autocast=autocast_dtype(cfg.TRAIN.PRECISION, device.type))
 
-    @property
-    def n_classes(self) -> int:
-        return self.cfg.MODEL.N_CLASSES
-
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             logits = self.net(x).float()
-        return activate(logits, self.cfg)
+        return get_encoding(self.cfg).activate(logits)
 
     def window_fn(self, tta: bool = False) -> WindowFn:
         """Windows in, class probabilities out; averaged over flips and rotations with ``tta``."""
@@ -150,17 +146,15 @@ class Predictor:
     def _full(self, image: np.ndarray, stats: dict, fn: WindowFn) -> np.ndarray:
         """The whole image in one pass, reflect-padded up to a multiple of the network's divisor."""
         spatial = image.shape[:-1]
-        div = divisor(self.cfg)
-        pad = [(0, -s % d) for s, d in zip(spatial, div)]
         x = self.normalizer.apply(np.asarray(image), stats)
-        x = np.pad(x, pad + [(0, 0)], mode="reflect" if all(s > p for s, (_, p) in zip(spatial, pad)) else "edge")
-        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)[None], dtype=np.float32)).to(self.device)
-        y = fn(t)[0].float().cpu().numpy()
+        x = pad_to(x, tuple(s + -s % d for s, d in zip(spatial, divisor(self.cfg))))
+        whole = tuple(slice(None) for _ in spatial)
+        y = fn(stack_windows(x, [whole], lambda w: w, self.device))[0].float().cpu().numpy()
         return y[(slice(None), *(slice(0, s) for s in spatial))]
 
     def labels(self, probs: np.ndarray) -> np.ndarray | None:
         """Label image from channels-last outputs, decoded as the model's encoding says (None for 'linear')."""
-        return decode_labels(probs, self.cfg)
+        return get_encoding(self.cfg).labels(probs)
 
     def predict_labels(self, image: np.ndarray, **kwargs: object) -> np.ndarray:
         """Class ids for a raw image (see ``predict`` for the options)."""
@@ -179,8 +173,7 @@ class Predictor:
         scorer = Scorer(self.cfg)
         for b in range(0, len(corners), batch_size):
             regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in corners[b : b + batch_size]]
-            windows = np.stack([self.normalizer.apply(np.asarray(image[r]), stats) for r in regions])
-            x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(windows, -1, 1), dtype=np.float32)).to(self.device)
+            x = stack_windows(image, regions, lambda w: self.normalizer.apply(w, stats), self.device)
             probs = np.moveaxis(fn(x).float().cpu().numpy(), 1, -1)
             for r, p in zip(regions, probs):
                 scorer.add("patch", p, self.labels(p), mask[r])
@@ -198,5 +191,5 @@ def load_model(path: str | os.PathLike, device: str | None = None) -> Predictor:
 
     ``device`` defaults to the first CUDA GPU when there is one, else the CPU.
     """
-    device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    device = device or torch_device(*resolve_devices(None, "auto"))
     return Predictor.from_checkpoint(path, device)

@@ -11,7 +11,8 @@ import torch
 from tqdm import tqdm
 
 from segflow.config.schema import Config
-from segflow.data.patches import axis_starts
+from segflow.data.patches import axis_starts, pad_to
+from segflow.inference.sinks import ArraySink, Sink, outer_product
 
 WindowFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,13 +35,6 @@ def gaussian_1d(size: int, sigma_scale: float = 0.125) -> np.ndarray:
     return np.maximum(g / g.max(), 1e-3)
 
 
-def _outer(vectors: list[np.ndarray]) -> np.ndarray:
-    out = vectors[0]
-    for v in vectors[1:]:
-        out = np.multiply.outer(out, v)
-    return out
-
-
 def tta_views(fn: WindowFn, ndim: int) -> WindowFn:
     """Average ``fn`` over the 4 rotations x 2 flips of the y-x plane (x 2 z flips in 3D)."""
 
@@ -60,6 +54,20 @@ def tta_views(fn: WindowFn, ndim: int) -> WindowFn:
     return averaged
 
 
+def stack_windows(
+    image: np.ndarray,
+    regions: list[tuple[slice, ...]],
+    prepare: Callable[[np.ndarray], np.ndarray],
+    device: torch.device | str,
+) -> torch.Tensor:
+    """Network input ``(B, C, *window)`` float32 on ``device`` from the ``regions`` of a channels-last ``image``.
+
+    ``prepare`` turns each raw window ``(*window, C)`` into network input (normalisation).
+    """
+    windows = np.stack([prepare(np.asarray(image[r])) for r in regions])
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(windows, -1, 1), dtype=np.float32)).to(device)
+
+
 def predict_windows(
     image: np.ndarray,
     fn: WindowFn,
@@ -69,48 +77,43 @@ def predict_windows(
     prepare: Callable[[np.ndarray], np.ndarray] = lambda w: w,
     device: torch.device | str = "cpu",
     progress: bool = False,
-) -> np.ndarray:
-    """Blend ``fn`` over overlapping windows of a channels-last ``image``; return ``(K, *spatial)`` float32.
+    sink: Sink | None = None,
+) -> object:
+    """Blend ``fn`` over overlapping windows of a channels-last ``image`` into ``sink``; return its result.
 
-    ``prepare`` turns a raw window ``(*patch, C)`` into network input (normalisation), so the image
-    itself is never copied whole. ``fn`` maps ``(B, C, *patch)`` to per-class scores ``(B, K, *patch)``.
+    The default sink (``ArraySink``) gives a ``(K, *spatial)`` float32 array. ``prepare`` turns a raw
+    window ``(*patch, C)`` into network input (normalisation), so the image itself is never copied whole.
+    ``fn`` maps ``(B, C, *patch)`` to per-class scores ``(B, K, *patch)``.
     """
+    sink = ArraySink() if sink is None else sink
     spatial = tuple(image.shape[:-1])
-    # An image smaller than the window is padded (it is small, so the copy is too).
+    # An image smaller than the window is padded (it is small, so the copy is too); what falls in the
+    # padding is not written to the sink.
     if any(s < p for s, p in zip(spatial, patch)):
-        pad = [(0, max(0, p - s)) for s, p in zip(spatial, patch)]
-        mode = "reflect" if all(s > max(pw) for s, (_, *pw) in zip(spatial, pad)) else "edge"
-        padded = np.pad(np.asarray(image), pad + [(0, 0)], mode=mode)
-        out = predict_windows(padded, fn, patch, overlap, batch_size, prepare, device, progress)
-        return out[(slice(None), *(slice(0, s) for s in spatial))]
-    starts = [axis_starts(s, p, ov) for s, p, ov in zip(spatial, patch, overlap)]
+        image = pad_to(np.asarray(image), patch)
+    padded = tuple(image.shape[:-1])
+    starts = [axis_starts(s, p, ov) for s, p, ov in zip(padded, patch, overlap)]
     weights_1d = [gaussian_1d(p) for p in patch]
     # Sum of the weights of all windows covering each position, one axis at a time.
     norms = []
-    for s, p, st, w in zip(spatial, patch, starts, weights_1d):
+    for s, p, st, w in zip(padded, patch, starts, weights_1d):
         acc = np.zeros(s)
         for a in st:
             acc[a : a + p] += w
         norms.append(acc)
-    weight = torch.as_tensor(_outer(weights_1d), dtype=torch.float32, device=device)
+    weight = torch.as_tensor(outer_product(weights_1d), dtype=torch.float32, device=device)
     corners = list(itertools.product(*starts))
-    out: np.ndarray | None = None
     batches = range(0, len(corners), batch_size)
     for b in tqdm(batches, desc="windows", unit="batch", disable=not progress or not sys.stderr.isatty(), leave=False):
-        chunk = corners[b : b + batch_size]
-        regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in chunk]
-        windows = np.stack([prepare(np.asarray(image[r])) for r in regions])
-        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(windows, -1, 1), dtype=np.float32)).to(device)
-        y = (fn(x).float() * weight).cpu().numpy()
-        if out is None:
-            out = np.zeros((y.shape[1], *spatial), dtype=np.float32)
+        regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in corners[b : b + batch_size]]
+        y = (fn(stack_windows(image, regions, prepare, device)).float() * weight).cpu().numpy()
+        if b == 0:
+            sink.allocate(y.shape[1], spatial)
         for r, yw in zip(regions, y):
-            out[(slice(None), *r)] += yw
-    # Normalise slab by slab along the first axis, so no full-size temporary is made.
-    rest = _outer(norms[1:]).astype(np.float32) if len(norms) > 1 else np.float32(1)
-    for i, n0 in enumerate(norms[0]):
-        out[:, i] /= np.float32(n0) * rest
-    return out
+            inside = tuple(slice(sl.start, min(sl.stop, s)) for sl, s in zip(r, spatial))
+            sink.add(inside, yw[(slice(None), *(slice(0, sl.stop - sl.start) for sl in inside))])
+    sink.finish([n[:s] for n, s in zip(norms, spatial)])
+    return sink.result()
 
 
 # On the CPU a batch of windows this many pixels/voxels was the fastest (bench/README.md: larger batches

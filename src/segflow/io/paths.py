@@ -121,6 +121,55 @@ class RunPaths:
         """A folder of the run (``aug``, ``charts``, ``per_image``, ...)."""
         return self.run / folder
 
+    @property
+    def train_logs(self) -> Path:
+        """``results/<job>/train_logs``: the epoch log and the finished marker."""
+        return self.sub("train_logs")
+
+    @property
+    def log_csv(self) -> Path:
+        """``train_logs/<job>_log.csv``: one row per epoch."""
+        return self.train_logs / f"{self.job}_log.csv"
+
+    @property
+    def finished_marker(self) -> Path:
+        """``train_logs/<job>_finished.json``: written when training ends (all epochs, or early stopping),
+        so that a re-run goes straight to testing."""
+        return self.train_logs / f"{self.job}_finished.json"
+
+    @property
+    def charts(self) -> Path:
+        """``results/<job>/charts``: the loss and metric curves."""
+        return self.sub("charts")
+
+    @property
+    def aug(self) -> Path:
+        """``results/<job>/aug``: augmented training samples, when ``AUGMENTOR.AUG_SAMPLES`` is on."""
+        return self.sub("aug")
+
+    @property
+    def tensorboard_name(self) -> str:
+        """The TensorBoard logger's folder name under :attr:`run`."""
+        return "tensorboard"
+
+    @property
+    def tensorboard(self) -> Path:
+        """``results/<job>/tensorboard``: TensorBoard event files."""
+        return self.sub(self.tensorboard_name)
+
+    def training_outputs(self) -> tuple[Path, ...]:
+        """The folders one training writes besides checkpoints (``--overwrite`` removes them)."""
+        return (self.train_logs, self.charts, self.tensorboard, self.aug)
+
+    def per_image(self, suffix: str = "") -> Path:
+        """``results/<job>/per_image<suffix>``: test outputs, e.g. ``_binarized`` or ``_post_processing``."""
+        return self.sub(f"per_image{suffix}")
+
+    @property
+    def test_metrics(self) -> Path:
+        """``results/<job>/test_metrics.csv``: the test phase's metrics."""
+        return self.sub("test_metrics.csv")
+
     def checkpoint(self, which: str) -> Path:
         """``checkpoints/<job>-checkpoint-{best,last}.pth``."""
         return self.checkpoints / f"{self.job}-checkpoint-{which}.pth"

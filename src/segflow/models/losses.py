@@ -15,7 +15,7 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from segflow.config.schema import Config
-from segflow.encodings import is_bitmask, is_regression
+from segflow.encodings import get_encoding
 
 
 def class_weights(counts: np.ndarray) -> torch.Tensor:
@@ -33,9 +33,8 @@ class SegmentationLoss(nn.Module):
     def __init__(self, cfg: Config, class_counts: np.ndarray | None = None, n_valid: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.regression = is_regression(cfg)
-        self.bitmask = is_bitmask(cfg)
-        self.binary = not self.bitmask and not self.regression and cfg.MODEL.N_CLASSES == 2
+        self.encoding = get_encoding(cfg)
+        self.regression, self.bitmask, self.binary = self.encoding.regression, self.encoding.bitwise, self.encoding.binary
         self.ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
         self.w_ce, self.w_dice = {"CE": (1.0, 0.0), "DICE": (0.0, 1.0), "W_CE_DICE": tuple(cfg.LOSS.WEIGHTS), "MSE": (0, 0), "LOGMSE": (0, 0)}[cfg.LOSS.TYPE]
         self.dice = DiceLoss(reduction="mean")
@@ -56,7 +55,7 @@ class SegmentationLoss(nn.Module):
         """The configured loss; ignored pixels contribute nothing."""
         logits = logits.float()
         if self.regression:
-            pred = torch.relu(logits) if self.cfg.PROBLEM.SEMANTIC_SEG.OUTPUT_ACTIVATION == "relu" else logits
+            pred = self.encoding.activate(logits)
             valid = ~torch.isnan(target)
             mse = ((pred - torch.nan_to_num(target)) ** 2)[valid].mean() if valid.any() else logits.sum() * 0
             return torch.log1p(mse) if self.cfg.LOSS.TYPE == "LOGMSE" else mse

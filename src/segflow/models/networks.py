@@ -13,7 +13,7 @@ import torch
 from monai.networks.nets import AttentionUnet, DynUNet
 
 from segflow.config.schema import Config
-from segflow.encodings import out_channels
+from segflow.encodings import get_encoding
 
 # MONAI's get_norm_layer builds an Identity for the name "": a network with no normalisation layers.
 _NORMS = {"bn": "batch", "in": "instance", "none": ""}
@@ -64,7 +64,7 @@ def _network(cfg: Config) -> torch.nn.Module:
         return AttentionUnet(
             spatial_dims=cfg.ndim,
             in_channels=cfg.in_channels,
-            out_channels=out_channels(cfg),
+            out_channels=get_encoding(cfg).out_channels(),
             channels=tuple(m.FEATURE_MAPS),
             strides=tuple(level_strides),
             kernel_size=m.KERNEL_SIZE,
@@ -74,7 +74,7 @@ def _network(cfg: Config) -> torch.nn.Module:
     return DynUNet(
         spatial_dims=cfg.ndim,
         in_channels=cfg.in_channels,
-        out_channels=out_channels(cfg),
+        out_channels=get_encoding(cfg).out_channels(),
         kernel_size=[m.KERNEL_SIZE] * len(m.FEATURE_MAPS),
         strides=[1, *level_strides],
         upsample_kernel_size=level_strides,

@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on clusters
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from segflow.io.atomic import atomic_write  # noqa: E402
+from segflow.io.atomic import atomic_write
 
 # chart file suffix -> (training column, validation column, y label)
 CHARTS = {"loss": ("loss", "val_loss", "loss"), "jaccard_index": ("IoU", "val_IoU", "IoU (Jaccard index)")}

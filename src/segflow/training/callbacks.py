@@ -10,13 +10,13 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import (
-    Callback,  # noqa: E402
+    Callback,
     ModelCheckpoint,
 )
 
 from segflow.checkpoint import previous
-from segflow.io.atomic import atomic_write_text  # noqa: E402
-from segflow.io.paths import RunPaths  # noqa: E402
+from segflow.io.atomic import atomic_write_text
+from segflow.io.paths import RunPaths
 from segflow.report.charts import plot_history
 from segflow.training.sampler import EpochSeededSampler
 
@@ -101,11 +101,11 @@ class EpochLog(Callback):
         lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r.get(c, float('nan')):.6g}" for c in LOG_COLUMNS) for r in self.rows]
         atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
         if self.rows:
-            plot_history(self.rows, self.paths.sub("charts"), self.paths.job)
+            plot_history(self.rows, self.paths.charts, self.paths.job)
 
     @property
     def csv_path(self) -> Path:
-        return self.paths.sub("train_logs") / f"{self.paths.job}_log.csv"
+        return self.paths.log_csv
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self._ready = time.monotonic()

@@ -8,7 +8,7 @@ from segflow.config.schema import Config
 from segflow.data.augment import build_augmentation
 from segflow.data.pairs import TrainData
 from segflow.data.patches import PatchDataset, fit_to_patch
-from segflow.encodings import encode
+from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
 from segflow.models.networks import divisor
 
@@ -30,7 +30,7 @@ def make_datasets(cfg: Config, data: TrainData) -> tuple[PatchDataset, PatchData
     d = cfg.DATA
     patch = cfg.spatial_patch
     train, val = (
-        [replace(s, target=encode(s.mask, cfg)) for s in (fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in part)]
+        [replace(s, target=get_encoding(cfg).encode(s.mask)) for s in (fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in part)]
         for part in (data.train, data.val)
     )
     transform = build_augmentation(cfg.AUGMENTOR, cfg.ndim)

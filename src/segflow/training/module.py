@@ -12,7 +12,7 @@ from monai.optimizers import WarmupCosineSchedule
 
 from segflow import __version__
 from segflow.config.schema import Config
-from segflow.encodings import activate, encoding, is_bitmask
+from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
 from segflow.models.losses import SegmentationLoss
 from segflow.models.networks import build_model
@@ -26,6 +26,7 @@ class SegModel(L.LightningModule):
         # Stored in every checkpoint: enough to rebuild the network and normalise new images.
         self.save_hyperparameters()
         self.cfg = Config.model_validate(config)
+        self.encoding = get_encoding(self.cfg)
         self.net = build_model(self.cfg)
         self.loss_fn = SegmentationLoss(self.cfg, None if class_counts is None else np.asarray(class_counts), n_valid)
         self.train_iou, self.val_iou = self._iou_metric(), self._iou_metric()
@@ -35,28 +36,10 @@ class SegModel(L.LightningModule):
 
     def _iou_metric(self) -> torchmetrics.Metric | None:
         """IoU as the encoding defines it: per class, per bit, or of the predicted foreground (distance)."""
-        cfg = self.cfg
-        n = cfg.MODEL.N_CLASSES
-        ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
-        if encoding(cfg) == "linear":
-            return None
-        if is_bitmask(cfg):
-            return torchmetrics.classification.MultilabelJaccardIndex(num_labels=n, average="macro", ignore_index=-1)
-        if encoding(cfg) == "distance":
-            return torchmetrics.JaccardIndex(task="binary", ignore_index=-1)
-        kwargs: dict[str, Any] = {"ignore_index": ignore} if ignore >= 0 else {}
-        if n == 2:
-            return torchmetrics.JaccardIndex(task="binary", **kwargs)
-        return torchmetrics.JaccardIndex(task="multiclass", num_classes=n, average="macro", **kwargs)
+        return self.encoding.iou_metric()
 
     def _metric_inputs(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if is_bitmask(self.cfg):
-            return (logits > 0).long(), torch.nan_to_num(y, nan=-1).long()
-        if encoding(self.cfg) == "distance":
-            pred = activate(logits, self.cfg)[:, 0] > 0.5
-            return pred.long(), torch.where(torch.isnan(y[:, 0]), -1, (y[:, 0] > 0.5).long())
-        pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-        return pred, y[:, 0].long()
+        return self.encoding.metric_inputs(logits, y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw network outputs for a batch ``(B, C, ...)``."""

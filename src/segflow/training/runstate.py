@@ -1,4 +1,4 @@
-"""A run's state on disk: finished marker, resume point, resume checks, the checkpoint to test, the config copy."""
+"""A run's state on disk: resume point, resume checks, the checkpoint to test, the config copy."""
 
 from __future__ import annotations
 
@@ -10,11 +10,6 @@ from segflow.config.schema import Config
 from segflow.errors import SegflowError
 from segflow.io.atomic import atomic_write_text
 from segflow.io.paths import RunPaths
-
-
-def finished_marker(paths: RunPaths) -> Path:
-    """Written when training ends (all epochs, or early stopping): a re-run goes straight to testing."""
-    return paths.sub("train_logs") / f"{paths.job}_finished.json"
 
 
 def resume_point(paths: RunPaths) -> Path | None:

@@ -26,14 +26,14 @@ from segflow.config.schema import Config
 from segflow.data.augment import write_aug_samples
 from segflow.data.pairs import TrainData, load_train_data
 from segflow.data.patches import PatchDataset, write_prob_maps
-from segflow.encodings import class_counts
+from segflow.encodings import get_encoding
 from segflow.io.atomic import atomic_write_text
 from segflow.io.paths import RunPaths
 from segflow.runtime import num_workers, precision, resolve_devices, worker_warning
 from segflow.training.callbacks import AtomicCheckpoint, EpochLog, FirstEpochSeeds, best_line
 from segflow.training.datasets import check_patch_fits_model, make_datasets
 from segflow.training.module import SegModel
-from segflow.training.runstate import check_resume, choose_checkpoint, finished_marker
+from segflow.training.runstate import check_resume, choose_checkpoint
 from segflow.training.sampler import EpochSeededSampler
 
 # Lightning's start-up banners and tips say nothing a segflow user can act on.
@@ -72,7 +72,7 @@ def train(
     train_ds, val_ds = make_datasets(cfg, data)
     print(f"Training on {len(data.train)} image(s), {len(train_ds)} patches per epoch; validating on {len(data.val)} image(s), {len(val_ds) if val_ds else 0} patches")
 
-    aug_dir = paths.sub("aug")
+    aug_dir = paths.aug
     if cfg.AUGMENTOR.ENABLE and cfg.AUGMENTOR.AUG_SAMPLES and train_ds.transform is not None:
         plain = PatchDataset(train_ds.samples, train_ds.patch, mode=train_ds.mode, replicate=cfg.DATA.TRAIN.REPLICATE, prob_weights=train_ds.prob_weights)
         plain.set_random_state(seed=cfg.SYSTEM.SEED + 1)
@@ -107,7 +107,7 @@ def train(
     if early is not None:
         own.append(early)
 
-    counts, n_valid = class_counts([s.target for s in train_ds.samples], cfg)
+    counts, n_valid = get_encoding(cfg).class_counts([s.target for s in train_ds.samples])
     model = SegModel(cfg.model_dump(mode="json"), counts.tolist(), data.normalizer.state(), n_valid)
     model.monitor = monitor
     if cfg.MODEL.LOAD_CHECKPOINT:
@@ -125,7 +125,7 @@ def train(
         max_epochs=cfg.TRAIN.EPOCHS,
         accumulate_grad_batches=cfg.TRAIN.ACCUM_ITER,
         callbacks=own + list(callbacks),
-        logger=TensorBoardLogger(save_dir=str(paths.run), name="tensorboard", version="", default_hp_metric=False),
+        logger=TensorBoardLogger(save_dir=str(paths.run), name=paths.tensorboard_name, version="", default_hp_metric=False),
         default_root_dir=str(paths.run),
         log_every_n_steps=max(1, min(50, n_batches)),
         num_sanity_val_steps=0,
@@ -137,13 +137,13 @@ def train(
     if resume is not None:
         saved = check_resume(cfg, paths, resume)
         print(f"Resuming from {resume} ({saved['epoch'] + 1} epoch(s) done)")
-    finished_marker(paths).unlink(missing_ok=True)  # only once the resume is known to be possible
+    paths.finished_marker.unlink(missing_ok=True)  # only once the resume is known to be possible
     seeds.epoch = saved["epoch"] + 1 if resume is not None else 0
     fit(trainer, model, train_loader, val_loader, resume)
     best_path = Path(best.best_model_path or last.last_model_path or paths.checkpoint("last"))
     if trainer.is_global_zero:
         print_end(early, epoch_log.rows, monitor, best_path)
-    atomic_write_text(finished_marker(paths), json.dumps({"epochs": trainer.current_epoch, "best": str(best_path)}))
+    atomic_write_text(paths.finished_marker, json.dumps({"epochs": trainer.current_epoch, "best": str(best_path)}))
     return best_path
 
 

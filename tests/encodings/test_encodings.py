@@ -17,13 +17,10 @@ from segflow.data.pairs import Normalizer, Sample
 from segflow.data.patches import PatchDataset
 from segflow.encodings import (
     bits,
-    class_counts,
     double_membrane,
-    encode,
     from_bits,
-    labels,
+    get_encoding,
     region_labels,
-    truth,
     voc_colormap,
 )
 from segflow.evaluation.metrics import Scorer
@@ -59,12 +56,12 @@ def test_bits_round_trip_and_overlap():
 def test_labels_decode_what_encode_made():
     mask = np.random.default_rng(0).integers(0, 8, (16, 16)).astype(np.uint8)
     cfg = cfg_for("bitmask", 3)
-    assert np.array_equal(labels(encode(mask, cfg), cfg), mask)
+    assert np.array_equal(get_encoding(cfg).labels(get_encoding(cfg).encode(mask)), mask)
     cat = cfg_for("categorical", 5)
     onehot = np.eye(5, dtype=np.float32)[mask % 5]
-    np.testing.assert_array_equal(labels(onehot, cat), mask % 5)
+    np.testing.assert_array_equal(get_encoding(cat).labels(onehot), mask % 5)
     binary = cfg_for("categorical", 2)
-    np.testing.assert_array_equal(labels((mask % 2)[..., None].astype(np.float32), binary), mask % 2)
+    np.testing.assert_array_equal(get_encoding(binary).labels((mask % 2)[..., None].astype(np.float32)), mask % 2)
 
 
 def test_double_membrane_dilates_each_bit_by_one_pixel_in_plane():
@@ -92,12 +89,12 @@ def test_distance_and_linear_targets_and_ignored_nan():
     mask = np.zeros((9, 9), np.uint16)
     mask[2:7, 2:7] = 1
     mask[0, 0] = 255
-    d = encode(mask, cfg_for("distance", ignore=255))
+    d = get_encoding(cfg_for("distance", ignore=255)).encode(mask)
     assert d.dtype == np.float32 and d[4, 4, 0] == 3.0 and d[1, 1, 0] == 0.0 and np.isnan(d[0, 0, 0])
     lin = np.full((4, 4), 1000, np.uint16)
-    t = encode(lin, cfg_for("linear"))
+    t = get_encoding(cfg_for("linear")).encode(lin)
     assert t.dtype == np.float32 and t.max() == 1000  # no wrap-around
-    assert (truth(mask, cfg_for("distance")) == (mask > 0)).all()
+    assert (get_encoding(cfg_for("distance")).truth(mask) == (mask > 0)).all()
 
 
 def test_voc_colormap():
@@ -108,9 +105,9 @@ def test_voc_colormap():
 
 def test_class_counts_per_encoding():
     mask = np.array([[0, 1], [3, 255]], np.uint8)
-    counts, valid = class_counts([encode(mask, cfg_for("bitmask", 2, ignore=255))], cfg_for("bitmask", 2, ignore=255))
+    counts, valid = get_encoding(cfg_for("bitmask", 2, ignore=255)).class_counts([get_encoding(cfg_for("bitmask", 2, ignore=255)).encode(mask)])
     assert counts.tolist() == [2, 1] and valid == 3
-    counts, valid = class_counts([encode(mask % 3, cfg_for("categorical", 3))], cfg_for("categorical", 3))
+    counts, valid = get_encoding(cfg_for("categorical", 3)).class_counts([get_encoding(cfg_for("categorical", 3)).encode(mask % 3)])
     assert counts.tolist() == [3, 1, 0] and valid == 4  # 3 % 3 and 255 % 3 are 0
 
 
@@ -158,9 +155,9 @@ def test_a_perfect_prediction_of_the_learned_target_scores_iou_1(encoding: str, 
     """The test phase scores the target the network learns: predicting it exactly gives IoU 1 (MSE 0 for regression)."""
     cfg = cfg_for(encoding, n, ignore=ignore)
     mask = _scoring_mask(encoding, n, ignore)
-    outputs = _perfect_outputs(encode(mask, cfg), cfg)
+    outputs = _perfect_outputs(get_encoding(cfg).encode(mask), cfg)
     scorer = Scorer(cfg)
-    row = scorer.add("a", outputs, labels(outputs, cfg), mask)
+    row = scorer.add("a", outputs, get_encoding(cfg).labels(outputs), mask)
     for scores in (row, scorer.pooled()):
         if encoding == "linear":
             assert scores["mse"] == 0 and np.isnan(scores["mean_iou"])
@@ -174,7 +171,7 @@ def test_double_membrane_does_not_dilate_ignored_pixels():
     cfg = cfg_for("double_membrane", 2, ignore=255)
     mask = np.zeros((5, 5), np.uint8)
     mask[2, 2] = 255  # its bits (11) must not spread to the neighbours
-    target = encode(mask, cfg)
+    target = get_encoding(cfg).encode(mask)
     assert np.isnan(target[2, 2]).all() and np.nansum(target) == 0
 
 
@@ -188,7 +185,7 @@ def test_loss_ignores_ignored_pixels(encoding, n, loss):
     rng = np.random.default_rng(0)
     mask = rng.integers(0, n if encoding != "bitmask" else 2**n, (2, 16, 16)).astype(np.uint8)
     mask[:, :4] = 255
-    target = torch.from_numpy(np.stack([np.moveaxis(encode(m, cfg), -1, 0) for m in mask]))
+    target = torch.from_numpy(np.stack([np.moveaxis(get_encoding(cfg).encode(m), -1, 0) for m in mask]))
     if not target.is_floating_point():
         target = target.long()
     fn = SegmentationLoss(cfg)
@@ -208,10 +205,10 @@ def test_metrics_ignore_ignored_pixels():
     cfg = cfg_for("categorical", 3, ignore=255)
     mask = np.array([[0, 1, 2, 255]], np.uint8)
     good = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]][None]
-    a = Scorer(cfg).add("a", good, labels(good, cfg), mask)
+    a = Scorer(cfg).add("a", good, get_encoding(cfg).labels(good), mask)
     other = good.copy()
     other[0, 3] = [0, 0, 1]
-    b = Scorer(cfg).add("b", other, labels(other, cfg), mask)
+    b = Scorer(cfg).add("b", other, get_encoding(cfg).labels(other), mask)
     assert a["mean_iou"] == b["mean_iou"] == 1.0
 
 
@@ -272,7 +269,7 @@ def test_softmax_five_classes_reach_iou_080_each(cli, tmp_path):
     res = _train_and_test(cli, tmp_path, "multiclass", {"MODEL": {"N_CLASSES": 5, "FEATURE_MAPS": [16, 32, 64]}, "LOSS": {"TYPE": "W_CE_DICE", "WEIGHTS": "(0.5, 0.5)"}, "TRAIN": {"EPOCHS": 20}})
     import csv
 
-    rows = list(csv.DictReader(open(res["run"] / "test_metrics.csv")))
+    rows = list(csv.DictReader((res["run"] / "test_metrics.csv").read_text().splitlines()))
     pooled = next(r for r in rows if r["mode"] == "merge patches" and r["image"] == "POOLED")
     ious = [float(pooled[f"iou_class_{c}"]) for c in range(5)]
     assert min(ious) >= 0.8, ious
@@ -283,7 +280,7 @@ def test_bitmask_learns_two_overlapping_shapes(cli, tmp_path):
     res = _train_and_test(cli, tmp_path, "bitmask", {"PROBLEM": {"SEMANTIC_SEG": {"ENCODING": "bitmask"}}, "MODEL": {"N_CLASSES": 2, "FEATURE_MAPS": [8, 16, 32]}})
     import csv
 
-    rows = list(csv.DictReader(open(res["run"] / "test_metrics.csv")))
+    rows = list(csv.DictReader((res["run"] / "test_metrics.csv").read_text().splitlines()))
     pooled = next(r for r in rows if r["mode"] == "merge patches" and r["image"] == "POOLED")
     assert float(pooled["iou_class_0"]) >= 0.8 and float(pooled["iou_class_1"]) >= 0.8
     # Written back as a bitmask image (3 where both shapes overlap) and as per-class channels.
@@ -354,7 +351,7 @@ def test_rgb_inputs_and_palette_masks_give_palette_predictions(cli, tmp_path):
         "TRAIN": {"ENABLE": True, "EPOCHS": 2, "BATCH_SIZE": 4, "OPTIMIZER": "ADAMW", "LR": 0.01},
         "TEST": {"ENABLE": True},
     }
-    code, out, err = cli("run", "--config", write_yaml(tmp_path / "c.yaml", tree), "--result_dir", tmp_path / "res", "--name", "v")
+    code, _out, err = cli("run", "--config", write_yaml(tmp_path / "c.yaml", tree), "--result_dir", tmp_path / "res", "--name", "v")
     assert code == 0, err
     png = Image.open(tmp_path / "res/v/results/v_1/per_image_binarized/i0.png")
     assert png.mode == "P" and png.getpalette()[3:6] == [128, 0, 0]

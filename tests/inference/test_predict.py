@@ -26,7 +26,7 @@ def checkpoint(tmp_path_factory, data2d) -> Path:
 
 def test_predict_one_image_labels_and_probabilities(cli, tmp_path, checkpoint, data2d):
     src = data2d / "test" / "x" / "img_000.tif"
-    code, out, err = cli("predict", checkpoint, src, tmp_path / "labels.tif")
+    code, _out, err = cli("predict", checkpoint, src, tmp_path / "labels.tif")
     assert code == 0, err
     labels = tifffile.imread(tmp_path / "labels.tif")
     assert labels.shape == (64, 64) and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1}
@@ -46,7 +46,7 @@ def test_predict_one_image_labels_and_probabilities(cli, tmp_path, checkpoint, d
 
 
 def test_predict_folder_with_tta(cli, tmp_path, checkpoint, data2d):
-    code, out, err = cli(
+    code, _out, err = cli(
         "predict", checkpoint, "--input-dir", data2d / "test" / "x", "--output-dir", tmp_path / "out", "--tta"
     )
     assert code == 0, err

@@ -104,7 +104,7 @@ def test_wide_integer_images_of_12_bit_data_are_divided_by_65535(
     raw = tifffile.imread(data / "train/x/img_000.tif")
     loaded = load_train_data(_config(data, DATA={"VAL": {"SPLIT_TRAIN": 0.0}}))
     image = next(s.image for s in loaded.train if s.name == "img_000")
-    assert 0 <= image.min() and image.max() <= 1
+    assert image.min() >= 0 and image.max() <= 1
     np.testing.assert_allclose(image[..., 0], raw / 65535, rtol=1e-6)
     assert loaded.normalizer.state()["wide_divisor"] == 65535
     assert f"the {np.dtype(dtype)} training images hold values" in capsys.readouterr().out
@@ -159,7 +159,7 @@ def test_wide_images_outside_16_bits_are_an_error_naming_file_and_range(
     loaded = load_train_data(
         _config(data, DATA={"NORMALIZATION": {"TYPE": "scale_range"}, "VAL": {"SPLIT_TRAIN": 0.0}})
     )
-    assert all(0 <= s.image.min() and s.image.max() <= 1 for s in loaded.train)
+    assert all(s.image.min() >= 0 and s.image.max() <= 1 for s in loaded.train)
 
 
 def test_bool_tiff_mask_reads_as_classes_0_and_1(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from segflow.config.reference import reference_markdown
 from segflow.config.schema import Config
 from segflow.errors import SegflowError
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "config-reference.md"
 TEMPLATES = sorted(BIAPY_TEMPLATES.glob("*.yaml"))
 
 
@@ -78,8 +78,8 @@ def test_biapy_float_syntax_in_a_yaml_file(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("TRAIN:\n  LR: 1.E-3\n  W_DECAY: 1e-4\n")
     cfg, _ = load_config(path)
-    assert cfg.TRAIN.LR == pytest.approx(1e-3)
-    assert cfg.TRAIN.W_DECAY == pytest.approx(1e-4)
+    assert pytest.approx(1e-3) == cfg.TRAIN.LR
+    assert pytest.approx(1e-4) == cfg.TRAIN.W_DECAY
     assert isinstance(cfg.TRAIN.W_DECAY, float)
 
 
@@ -124,7 +124,7 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
     )
     assert cfg.TRAIN.EPOCHS == 5
     assert cfg.DATA.TRAIN.PATH == "/data/x"
-    assert cfg.TRAIN.LR == pytest.approx(2e-4)
+    assert pytest.approx(2e-4) == cfg.TRAIN.LR
     assert cfg.DATA.PATCH_SIZE == (64, 64, 3)
     assert cfg.TRAIN.ENABLE is True
 
@@ -285,7 +285,7 @@ def test_biapy_templates_with_data_paths_and_biapy_defaults_load(template: str, 
     defaults = ["MODEL.SOURCE=biapy", "TEST.VERBOSE=true", "DATA.TRAIN.RESOLUTION=(-1,)", "DATA.TEST.RESOLUTION=(1, 1)"]
     cfg, warnings = load_config(BIAPY_TEMPLATES / template, paths + defaults)
     assert warnings == []
-    assert cfg.DATA.TRAIN.PATH == str(data / "train/x") and cfg.DATA.TEST.GT_PATH == str(data / "test/y")
+    assert str(data / "train/x") == cfg.DATA.TRAIN.PATH and str(data / "test/y") == cfg.DATA.TEST.GT_PATH
 
 
 def test_packaged_biapy_keys_are_biapy_3_5_10s() -> None:
@@ -321,10 +321,10 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkey
     path = write_yaml(tmp_path / "project" / "cfg.yaml", tree)
     cfg, _ = load_config(Path("..") / "project" / "cfg.yaml")  # a relative --config, too
     folder = (tmp_path / "project").resolve()
-    assert cfg.DATA.TRAIN.PATH == str(folder / "data/train/x")
-    assert cfg.DATA.TRAIN.GT_PATH == str(tmp_path.resolve() / "shared/y")
+    assert str(folder / "data/train/x") == cfg.DATA.TRAIN.PATH
+    assert str(tmp_path.resolve() / "shared/y") == cfg.DATA.TRAIN.GT_PATH
     assert cfg.DATA.TEST.PATH == "/abs/test/x"
-    assert cfg.PATHS.CHECKPOINT_FILE == str(folder / "ckpt/model.pth")
+    assert str(folder / "ckpt/model.pth") == cfg.PATHS.CHECKPOINT_FILE
     assert cfg.PATHS.PROB_MAP_DIR == ""  # empty stays empty: it means "the default"
     assert path.exists()
 
@@ -334,17 +334,17 @@ def test_override_paths_resolve_against_the_current_folder(tmp_path: Path, monke
     (tmp_path / "shell").mkdir()
     monkeypatch.chdir(tmp_path / "shell")
     cfg, _ = load_config(path, ["DATA.TEST.PATH=typed/x", "DATA.TEST.GT_PATH=/abs/y"])
-    assert cfg.DATA.TEST.PATH == str((tmp_path / "shell" / "typed/x").resolve())
+    assert str((tmp_path / "shell" / "typed/x").resolve()) == cfg.DATA.TEST.PATH
     assert cfg.DATA.TEST.GT_PATH == "/abs/y"
-    assert cfg.DATA.TRAIN.PATH == str((tmp_path / "project" / "in_file").resolve())
+    assert str((tmp_path / "project" / "in_file").resolve()) == cfg.DATA.TRAIN.PATH
 
 
 def test_home_in_paths_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = write_yaml(tmp_path / "project" / "cfg.yaml", {"DATA": {"TRAIN": {"PATH": "~/data/x"}}})
     cfg, _ = load_config(path, ["DATA.TEST.PATH=~/data/t"])
-    assert cfg.DATA.TRAIN.PATH == str(tmp_path / "home" / "data/x")
-    assert cfg.DATA.TEST.PATH == str((tmp_path / "home" / "data/t").resolve())
+    assert str(tmp_path / "home" / "data/x") == cfg.DATA.TRAIN.PATH
+    assert str((tmp_path / "home" / "data/t").resolve()) == cfg.DATA.TEST.PATH
 
 
 # --------------------------------------------------------------------------------------------- round trip
@@ -469,11 +469,11 @@ def test_biapy_templates_load_as_is(template: Path) -> None:
         "wound_segmentation": ("2D", (256, 256, 1), "attention_unet", (32, 32), 1e-4),
     }[template.stem]
     ndim, patch, arch, padding, lr = expected
-    assert cfg.PROBLEM.NDIM == ndim
-    assert cfg.DATA.PATCH_SIZE == patch
-    assert cfg.MODEL.ARCHITECTURE == arch
-    assert cfg.DATA.TEST.PADDING == padding
-    assert cfg.TRAIN.LR == pytest.approx(lr)
+    assert ndim == cfg.PROBLEM.NDIM
+    assert patch == cfg.DATA.PATCH_SIZE
+    assert arch == cfg.MODEL.ARCHITECTURE
+    assert padding == cfg.DATA.TEST.PADDING
+    assert pytest.approx(lr) == cfg.TRAIN.LR
     assert cfg.DATA.TRAIN.PATH == "/path/to/data"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -42,14 +43,14 @@ def test_grid_covers_every_pixel_inside_the_image(shape, patch, overlap) -> None
     starts = grid_starts(shape, patch, overlap)
     assert len(set(starts)) == len(starts)
     for st in starts:
-        assert all(0 <= a and a + p <= s for a, p, s in zip(st, patch, shape)), st  # no padding needed
+        assert all(a >= 0 and a + p <= s for a, p, s in zip(st, patch, shape)), st  # no padding needed
     assert coverage(shape, patch, starts).min() >= 1
     # Consecutive patches along each axis overlap by at least the requested fraction.
     for axis, (p, s) in enumerate(zip(patch, shape)):
         ov = overlap[axis] if axis < len(overlap) else 0.0
         along = sorted({st[axis] for st in starts})
         assert along[0] == 0 and along[-1] == s - p
-        assert all(p - (b - a) >= ov * p - 1e-9 for a, b in zip(along, along[1:]))
+        assert all(p - (b - a) >= ov * p - 1e-9 for a, b in itertools.pairwise(along))
 
 
 def test_grid_exact_tiling_and_overlap_values() -> None:
@@ -318,3 +319,15 @@ def test_make_datasets_small_image(tmp_path: Path) -> None:
     assert train_ds.samples[0].image.shape == (16, 32, 40, 1)
     item = train_ds[0]
     assert item["image"].shape == (1, 16, 32, 32) and item["label"].shape == (1, 16, 32, 32)
+
+
+def test_pad_to_mirrors_once_for_inference_and_repeatedly_for_training():
+    from segflow.data.patches import pad_to
+
+    a = np.arange(3 * 4).reshape(3, 4, 1)
+    once = pad_to(a, (5, 4))  # 3 > 2 rows of padding: mirrored
+    assert once.shape == (5, 4, 1) and once[3:, :, 0].tolist() == [a[1, :, 0].tolist(), a[0, :, 0].tolist()]
+    edge = pad_to(a, (8, 4))  # 5 rows of padding exceed the 3 rows: every axis repeats its edge
+    assert (edge[3:, :, 0] == a[2, :, 0]).all()
+    again = pad_to(a, (8, 4), repeat_reflection=True)  # training mirrors again and again
+    assert again[:, 0, 0].tolist() == [0, 4, 8, 4, 0, 4, 8, 4]

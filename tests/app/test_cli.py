@@ -109,10 +109,10 @@ def test_init_writes_a_commented_config_that_loads(cli, tmp_path: Path, ndim: st
     path.write_text(out)
     cfg, warnings = load_config(path)
     assert warnings == []
-    assert cfg.PROBLEM.NDIM == ndim
+    assert ndim == cfg.PROBLEM.NDIM
     assert len(cfg.DATA.PATCH_SIZE) == patch_len
     assert cfg.TRAIN.ENABLE and cfg.TEST.ENABLE
-    assert cfg.DATA.TRAIN.PATH == str(tmp_path.resolve() / "data/train/x")
+    assert str(tmp_path.resolve() / "data/train/x") == cfg.DATA.TRAIN.PATH
     check_patch_fits_model(cfg)  # a starting config must not fail on its own patch size
     if ndim == "3D":
         assert cfg.AUGMENTOR.ZFLIP is True
@@ -334,10 +334,10 @@ def test_biapy_template_runs(cli, request, tmp_path: Path, monkeypatch, template
     assert ious and all(0 <= v <= 1 for v in ious)
     # The saved config is the template with the overrides applied.
     saved, _ = load_config(job / "config_files" / "t_1.yaml")  # one copy per run: <name>_<run_id>.yaml
-    assert saved.MODEL.ARCHITECTURE == arch
+    assert arch == saved.MODEL.ARCHITECTURE
     assert saved.TRAIN.EPOCHS == 1
-    assert saved.DATA.TRAIN.PATH == str(data.resolve() / "train/x")
-    assert saved.DATA.TEST.GT_PATH == str(data.resolve() / "test/y")
+    assert str(data.resolve() / "train/x") == saved.DATA.TRAIN.PATH
+    assert str(data.resolve() / "test/y") == saved.DATA.TEST.GT_PATH
 
 
 def test_check_warns_about_a_constant_image(cli, tmp_path: Path, data2d: Path) -> None:

@@ -141,7 +141,7 @@ def test_reduce_on_plateau_lowers_lr(cli, tmp_path, data2d):
 
 def test_test_only_run_uses_the_jobs_checkpoint(cli, tmp_path, data2d):
     assert _run(cli, tmp_path, tiny_config(data2d, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}))[0] == 0
-    code, out, err = _run(cli, tmp_path, tiny_config(data2d, TRAIN={"ENABLE": False}))
+    code, _out, err = _run(cli, tmp_path, tiny_config(data2d, TRAIN={"ENABLE": False}))
     assert code == 0, err
     assert (tmp_path / "res" / "t" / "results" / "t_1" / "per_image" / "img_000.tif").is_file()
     code, _, err = _run(cli, tmp_path, tiny_config(data2d, TRAIN={"ENABLE": False}), run_id="9")

@@ -114,7 +114,7 @@ def test_ctrl_c_says_interrupted_exits_130_and_the_same_command_resumes(tmp_path
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)  # as epoch 2 starts: epoch 1's checkpoints are written
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().splitlines() == ["segflow: interrupted"]
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] in (0, 1)
