@@ -63,6 +63,15 @@ def data3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data3d"), ndim=3, n_train=2, n_test=1, shape=(16, 48, 48), seed=2)
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, data2d: Path) -> Path:
+    """A 2D model trained for one epoch on ``data2d`` (read-only: its best checkpoint)."""
+    root = tmp_path_factory.mktemp("model")
+    cfg = write_yaml(root / "c.yaml", tiny_config(data2d, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}))
+    assert main(["run", "--config", str(cfg), "--result_dir", str(root), "--name", "m"]) == 0
+    return root / "m" / "checkpoints" / "m_1-checkpoint-best.pth"
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture):
     """Run ``segflow ARGS`` in-process; return ``(exit_code, stdout, stderr)``."""

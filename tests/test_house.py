@@ -11,9 +11,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-from conftest import tiny_config, write_yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 
@@ -130,16 +127,6 @@ def test_the_flow_check_sees_a_backward_import(tmp_path):
 def test_no_source_file_exceeds_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, data2d) -> Path:
-    from segflow.app.cli import main
-
-    root = tmp_path_factory.mktemp("house")
-    cfg = write_yaml(root / "c.yaml", tiny_config(data2d, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}))
-    assert main(["run", "--config", str(cfg), "--result_dir", str(root), "--name", "m"]) == 0
-    return root / "m" / "checkpoints" / "m_1-checkpoint-best.pth"
 
 
 def test_prediction_loads_neither_lightning_nor_torchmetrics(checkpoint):

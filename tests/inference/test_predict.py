@@ -9,19 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import tiny_config, write_yaml
 
 import segflow
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, data2d) -> Path:
-    from segflow.app.cli import main
-
-    root = tmp_path_factory.mktemp("model")
-    cfg = write_yaml(root / "c.yaml", tiny_config(data2d, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}))
-    assert main(["run", "--config", str(cfg), "--result_dir", str(root), "--name", "m"]) == 0
-    return root / "m" / "checkpoints" / "m_1-checkpoint-best.pth"
 
 
 def test_predict_one_image_labels_and_probabilities(cli, tmp_path, checkpoint, data2d):
