@@ -114,12 +114,13 @@ def run_train(a: dict, callbacks: Sequence[Any]) -> Path:
     import segflow.training.trainer as training
     from segflow.config.loader import build_config
     from segflow.io.paths import RunPaths
+    from segflow.report.charts import Charts
 
     cfg = build_config(
         train_tree(a["ndim"], Path(a["data"]), a.get("precision", "auto"), a.get("workers", -1), a["epochs"])
     )[0]
     paths = RunPaths(Path(a["dir"]), "bench", "1")
-    training.train(cfg, paths, gpu="cpu", callbacks=callbacks)
+    training.train(cfg, paths, gpu="cpu", callbacks=[Charts(paths), *callbacks])
     return paths.checkpoint("last")
 
 

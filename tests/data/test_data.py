@@ -12,9 +12,11 @@ from conftest import tiny_config
 
 from segflow.config.loader import build_config
 from segflow.config.schema import NormalizationConfig
-from segflow.data.pairs import Normalizer, load_train_data, n_val_images, pair_files, split_train_val
+from segflow.data.normalize import Normalizer
+from segflow.data.pairs import n_val_images, pair_files, split_train_val
 from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
+from segflow.training.datasets import load_data
 
 
 def counts(data, cfg) -> np.ndarray:
@@ -56,20 +58,20 @@ def dataset(root: Path, n: int = 4, shape=(32, 32)) -> Path:
 def test_pairs_by_sorted_name(tmp_path: Path) -> None:
     pairs = [labelled(i) for i in (2, 0, 1)]
     write_pairs(tmp_path, [p[0] for p in pairs], [p[1] for p in pairs], names=["c_2", "a_0", "b_1"])
-    data = load_train_data(config(tmp_path, VAL={"SPLIT_TRAIN": 0.0}))
+    data = load_data(config(tmp_path, VAL={"SPLIT_TRAIN": 0.0}))
     assert [s.name for s in data.train] == ["a_0", "b_1", "c_2"]
     for s in data.train:
         i = int(s.name[-1])
         assert s.mask_path.name == f"{s.name}.tif"
         assert int(s.mask.sum()) == 32 * (i + 1)  # the mask of that same image
-        assert round(float(s.image[0, 0, 0]) * 255) == 10 * i
+        assert round(float(data.normalized(s)[0, 0, 0]) * 255) == 10 * i
 
 
 def test_fewer_masks_than_images_names_the_unpaired_file(tmp_path: Path) -> None:
     root = dataset(tmp_path, 3)
     (root / "train/y/img_001.tif").unlink()
     with pytest.raises(SegflowError) as err:
-        load_train_data(config(root))
+        load_data(config(root))
     msg = str(err.value)
     assert "3 images" in msg and "2 masks" in msg and "img_001" in msg and "every image needs one mask" in msg
 
@@ -78,7 +80,7 @@ def test_mask_names_that_disagree(tmp_path: Path) -> None:
     root = dataset(tmp_path, 2)
     (root / "train/y/img_001.tif").rename(root / "train/y/img_007.tif")
     with pytest.raises(SegflowError, match="img_001.tif is paired with mask img_007.tif") as err:
-        load_train_data(config(root))
+        load_data(config(root))
     assert "rename" in str(err.value)
 
 
@@ -92,7 +94,7 @@ def test_image_and_mask_shapes_differ(tmp_path: Path) -> None:
     root = dataset(tmp_path, 2)
     tifffile.imwrite(root / "train/y/img_001.tif", np.zeros((32, 40), np.uint8))
     with pytest.raises(SegflowError, match=r"img_001.tif has shape \(32, 32\).*img_001.tif has \(32, 40\)") as err:
-        load_train_data(config(root))
+        load_data(config(root))
     assert "same size" in str(err.value)
 
 
@@ -100,7 +102,7 @@ def test_channel_count_differs_from_patch_size(tmp_path: Path) -> None:
     root = dataset(tmp_path, 2)
     tifffile.imwrite(root / "train/x/img_000.tif", np.zeros((32, 32, 3), np.uint8), photometric="rgb")
     with pytest.raises(SegflowError, match=r"img_000.tif: image has 3 channel\(s\).*PATCH_SIZE to 3"):
-        load_train_data(config(root))
+        load_data(config(root))
 
 
 def test_multichannel_and_png_training_data(tmp_path: Path) -> None:
@@ -113,28 +115,28 @@ def test_multichannel_and_png_training_data(tmp_path: Path) -> None:
     cyx = rng.integers(0, 255, (3, 32, 32), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "train/x/b.tif", cyx, metadata={"axes": "CYX"})
     tifffile.imwrite(tmp_path / "train/y/b.tif", np.zeros((32, 32), np.uint8))
-    data = load_train_data(config(tmp_path, PATCH_SIZE="(32, 32, 3)", VAL={"SPLIT_TRAIN": 0.0}))
+    data = load_data(config(tmp_path, PATCH_SIZE="(32, 32, 3)", VAL={"SPLIT_TRAIN": 0.0}))
     a, b = data.train
     assert a.image.shape == b.image.shape == (32, 32, 3) and a.mask.shape == (32, 32)
-    np.testing.assert_allclose(a.image, rgb / 255, atol=1e-6)
-    np.testing.assert_allclose(b.image[..., 2], cyx[2] / 255, atol=1e-6)
+    np.testing.assert_allclose(data.normalized(a), rgb / 255, atol=1e-6)
+    np.testing.assert_allclose(data.normalized(b)[..., 2], cyx[2] / 255, atol=1e-6)
     np.testing.assert_array_equal(a.mask, rgb[..., 0] > 128)
 
 
 def test_missing_and_empty_training_folders(tmp_path: Path) -> None:
     with pytest.raises(SegflowError, match="does not exist.*check the path") as err:
-        load_train_data(config(tmp_path))
+        load_data(config(tmp_path))
     assert "DATA.TRAIN.PATH" in str(err.value)
     (tmp_path / "train/x").mkdir(parents=True)
     (tmp_path / "train/y").mkdir(parents=True)
     with pytest.raises(SegflowError, match="holds no images"):
-        load_train_data(config(tmp_path))
+        load_data(config(tmp_path))
 
 
 def test_2d_image_in_3d_config_is_an_error(tmp_path: Path) -> None:
     root = dataset(tmp_path, 2)
     with pytest.raises(SegflowError, match="img_000.tif.*PROBLEM.NDIM"):
-        load_train_data(config(root, "3D"))
+        load_data(config(root, "3D"))
 
 
 def test_non_finite_float_image_is_an_error(tmp_path: Path) -> None:
@@ -143,7 +145,7 @@ def test_non_finite_float_image_is_an_error(tmp_path: Path) -> None:
     bad[1, 1] = np.inf
     tifffile.imwrite(root / "train/x/img_001.tif", bad)
     with pytest.raises(SegflowError, match="img_001.tif: image holds NaN or infinite"):
-        load_train_data(config(root))
+        load_data(config(root))
 
 
 # ------------------------------------------------------------------------------------------ mask values
@@ -153,22 +155,22 @@ def test_mask_values_outside_classes(tmp_path: Path) -> None:
     m[0, 0], m[1, 1] = 3, 7
     tifffile.imwrite(root / "train/y/img_001.tif", m)
     with pytest.raises(SegflowError) as err:
-        load_train_data(config(root))
+        load_data(config(root))
     msg = str(err.value)
     assert "img_001.tif" in msg and "3, 7" in msg and "N_CLASSES=2" in msg
     # N_CLASSES 8 accepts them; CHECK_DATA false skips the check.
     tree = tiny_config(root, DATA={"PATCH_SIZE": "(32, 32, 1)", "VAL": {"SPLIT_TRAIN": 0.0}}, MODEL={"N_CLASSES": 8})
     cfg8 = build_config(tree)[0]
-    assert counts(load_train_data(cfg8), cfg8)[7] == 1
+    assert counts(load_data(cfg8), cfg8)[7] == 1
     unchecked = config(root, TRAIN={"CHECK_DATA": False}, VAL={"SPLIT_TRAIN": 0.0})
-    assert counts(load_train_data(unchecked), unchecked).tolist() == [2048 - 32 - 2, 32]  # 3 and 7 are left out
+    assert counts(load_data(unchecked), unchecked).tolist() == [2048 - 32 - 2, 32]  # 3 and 7 are left out
 
 
 def test_mask_0_255_hint(tmp_path: Path) -> None:
     root = dataset(tmp_path, 1)
     tifffile.imwrite(root / "train/y/img_000.tif", np.where(np.eye(32) > 0, 255, 0).astype(np.uint8))
     with pytest.raises(SegflowError, match="255.*divide it by 255"):
-        load_train_data(config(root))
+        load_data(config(root))
 
 
 def test_ignore_class_id_is_allowed_and_not_counted(tmp_path: Path) -> None:
@@ -179,7 +181,7 @@ def test_ignore_class_id_is_allowed_and_not_counted(tmp_path: Path) -> None:
     tifffile.imwrite(root / "train/y/img_001.tif", m)
     tree = tiny_config(root, DATA={"PATCH_SIZE": "(32, 32, 1)", "VAL": {"SPLIT_TRAIN": 0.0}}, PROBLEM={"SEMANTIC_SEG": {"IGNORE_CLASS_ID": 255}})
     cfg = build_config(tree)[0]
-    data = load_train_data(cfg)
+    data = load_data(cfg)
     # img_000 has 1 foreground row; img_001 has 4 rows of 1, 2 ignored rows, 26 rows of 0.
     assert counts(data, cfg).tolist() == [31 * 32 + 26 * 32, 32 + 4 * 32]
 
@@ -205,9 +207,10 @@ def test_div_through_load_train_data(tmp_path: Path) -> None:
     img = np.zeros((32, 32), np.uint16)
     img[0, :3] = [0, 128, 255]
     root = write_pairs(tmp_path, [img], [np.zeros((32, 32), np.uint8)])
-    s = load_train_data(config(root, VAL={"SPLIT_TRAIN": 0.0})).train[0]
-    assert s.image.dtype == np.float32
-    np.testing.assert_allclose(s.image[0, :3, 0], [0, 128 / 65535, 255 / 65535], rtol=1e-6)
+    data = load_data(config(root, VAL={"SPLIT_TRAIN": 0.0}))
+    s = data.normalized(data.train[0])
+    assert s.dtype == np.float32 and data.train[0].image.dtype == np.uint16  # kept raw, normalised per patch
+    np.testing.assert_allclose(s[0, :3, 0], [0, 128 / 65535, 255 / 65535], rtol=1e-6)
 
 
 def test_zero_mean_unit_variance_per_image() -> None:
@@ -233,16 +236,16 @@ def test_scale_range_per_image() -> None:
 def test_custom_given_mean_and_std(tmp_path: Path) -> None:
     img = np.arange(32 * 32).reshape(32, 32).astype(np.uint16)
     root = write_pairs(tmp_path, [img], [np.zeros((32, 32), np.uint8)])
-    data = load_train_data(config(root, NORMALIZATION={"TYPE": "custom", "CUSTOM_MEAN": 100.0, "CUSTOM_STD": 4.0}, VAL={"SPLIT_TRAIN": 0.0}))
+    data = load_data(config(root, NORMALIZATION={"TYPE": "custom", "CUSTOM_MEAN": 100.0, "CUSTOM_STD": 4.0}, VAL={"SPLIT_TRAIN": 0.0}))
     assert data.normalizer.state() == {"mean": 100.0, "std": 4.0}
-    np.testing.assert_allclose(data.train[0].image[..., 0], (img - 100.0) / 4.0, rtol=1e-6)
+    np.testing.assert_allclose(data.normalized(data.train[0])[..., 0], (img - 100.0) / 4.0, rtol=1e-6)
 
 
 def test_custom_mean_and_std_computed_from_the_training_part_only(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     imgs = [rng.integers(0, 200, (32, 32), dtype=np.uint8), rng.integers(50, 255, (32, 32), dtype=np.uint8), np.full((32, 32), 7, np.uint8)]
     root = write_pairs(tmp_path, imgs, [np.zeros((32, 32), np.uint8)] * 3)
-    data = load_train_data(config(root, NORMALIZATION={"TYPE": "custom"}))
+    data = load_data(config(root, NORMALIZATION={"TYPE": "custom"}))
     # The held-out validation image must not leak into the statistics.
     train_ids = [int(s.name[-1]) for s in data.train]
     val_ids = [int(s.name[-1]) for s in data.val]
@@ -251,13 +254,13 @@ def test_custom_mean_and_std_computed_from_the_training_part_only(tmp_path: Path
     assert data.normalizer.mean == pytest.approx(seen.mean(), rel=1e-9)
     assert data.normalizer.std == pytest.approx(seen.std(), rel=1e-9)
     raw = imgs[val_ids[0]]
-    np.testing.assert_allclose(data.val[0].image[..., 0], (raw - seen.mean()) / seen.std(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(data.normalized(data.val[0])[..., 0], (raw - seen.mean()) / seen.std(), rtol=1e-5, atol=1e-5)
 
 
 def test_custom_only_mean_computed(tmp_path: Path) -> None:
     imgs = [np.full((32, 32), 10, np.uint8), np.full((32, 32), 30, np.uint8)]
     root = write_pairs(tmp_path, imgs, [np.zeros((32, 32), np.uint8)] * 2)
-    data = load_train_data(config(root, NORMALIZATION={"TYPE": "custom", "CUSTOM_STD": 5.0}, VAL={"SPLIT_TRAIN": 0.0}))
+    data = load_data(config(root, NORMALIZATION={"TYPE": "custom", "CUSTOM_STD": 5.0}, VAL={"SPLIT_TRAIN": 0.0}))
     assert data.normalizer.state() == {"mean": pytest.approx(20.0), "std": 5.0}
 
 
@@ -281,7 +284,7 @@ def test_custom_statistics_are_measured_after_clipping(tmp_path: Path) -> None:
     imgs[0][:2, :2] = 60000  # a few hot pixels
     root = write_pairs(tmp_path, imgs, [np.zeros((32, 32), np.uint8)] * 2)
     nc = {"TYPE": "custom", "PERC_CLIP": True, "PERC_LOWER": 1, "PERC_UPPER": 99}
-    data = load_train_data(config(root, NORMALIZATION=nc, VAL={"SPLIT_TRAIN": 0.0}))
+    data = load_data(config(root, NORMALIZATION=nc, VAL={"SPLIT_TRAIN": 0.0}))
     clipped = []
     for im in imgs:
         lo, hi = np.percentile(im.astype(np.float64), [1, 99])
@@ -289,7 +292,7 @@ def test_custom_statistics_are_measured_after_clipping(tmp_path: Path) -> None:
     allc = np.concatenate([c.ravel() for c in clipped])
     assert data.normalizer.mean == pytest.approx(allc.mean(), rel=1e-6)
     assert data.normalizer.std == pytest.approx(allc.std(), rel=1e-6)
-    joined = np.concatenate([s.image.ravel() for s in data.train])
+    joined = np.concatenate([data.normalized(s).ravel() for s in data.train])
     assert abs(joined.mean()) < 1e-3 and abs(joined.std() - 1) < 1e-3
 
 
@@ -307,7 +310,7 @@ def test_split_fraction_and_seeded_shuffle(tmp_path: Path) -> None:
 
     def split(seed: int, random: bool = True):
         tree = tiny_config(root, DATA={"PATCH_SIZE": "(32, 32, 1)", "VAL": {"SPLIT_TRAIN": 0.25, "RANDOM": random}}, SYSTEM={"SEED": seed})
-        d = load_train_data(build_config(tree)[0])
+        d = load_data(build_config(tree)[0])
         return [s.name for s in d.train], [s.name for s in d.val]
 
     train, val = split(0)
@@ -321,7 +324,7 @@ def test_split_fraction_and_seeded_shuffle(tmp_path: Path) -> None:
 
 def test_split_never_takes_all_images(tmp_path: Path) -> None:
     root = dataset(tmp_path, 2)
-    d = load_train_data(config(root, VAL={"SPLIT_TRAIN": 0.9}))
+    d = load_data(config(root, VAL={"SPLIT_TRAIN": 0.9}))
     assert len(d.train) == 1 and len(d.val) == 1
 
 
@@ -330,11 +333,11 @@ def test_single_2d_image_split_along_y(tmp_path: Path) -> None:
     mask = (img % 2).astype(np.uint8)
     root = write_pairs(tmp_path, [img], [mask])
     cfg = config(root, VAL={"SPLIT_TRAIN": 0.25})
-    d = load_train_data(cfg)
+    d = load_data(cfg)
     (t,), (v,) = d.train, d.val
     assert t.image.shape == (48, 48, 1) and v.image.shape == (16, 48, 1)
     assert t.mask.shape == (48, 48) and v.mask.shape == (16, 48)
-    np.testing.assert_allclose(v.image[:, 0, 0] * 255, np.arange(48, 64), atol=1e-4)
+    np.testing.assert_allclose(d.normalized(v)[:, 0, 0] * 255, np.arange(48, 64), atol=1e-4)
     np.testing.assert_array_equal(v.mask[:, 0], np.arange(48, 64) % 2)
     assert counts(d, cfg).tolist() == [24 * 48, 24 * 48]  # counted on the training part only
 
@@ -342,10 +345,10 @@ def test_single_2d_image_split_along_y(tmp_path: Path) -> None:
 def test_single_3d_stack_split_along_z(tmp_path: Path) -> None:
     img = np.broadcast_to(np.arange(16, dtype=np.uint8)[:, None, None] * 10, (16, 32, 32)).copy()
     root = write_pairs(tmp_path, [img], [np.zeros((16, 32, 32), np.uint8)])
-    d = load_train_data(config(root, "3D", VAL={"SPLIT_TRAIN": 0.25}))
+    d = load_data(config(root, "3D", VAL={"SPLIT_TRAIN": 0.25}))
     (t,), (v,) = d.train, d.val
     assert t.image.shape == (12, 32, 32, 1) and v.image.shape == (4, 32, 32, 1) and v.mask.shape == (4, 32, 32)
-    np.testing.assert_allclose(v.image[:, 0, 0, 0] * 255, np.arange(12, 16) * 10, atol=1e-3)
+    np.testing.assert_allclose(d.normalized(v)[:, 0, 0, 0] * 255, np.arange(12, 16) * 10, atol=1e-3)
     assert v.name == t.name + "_val"
 
 
@@ -362,17 +365,17 @@ def test_validation_from_folder(tmp_path: Path) -> None:
     val_img = np.full((32, 32), 200, np.uint8)
     write_pairs(root, [val_img], [np.ones((32, 32), np.uint8)], names=["v_000"], sub="val")
     cfg = config(root, VAL={"FROM_TRAIN": False, "PATH": str(root / "val/x"), "GT_PATH": str(root / "val/y"), "SPLIT_TRAIN": 0.5})
-    d = load_train_data(cfg)
+    d = load_data(cfg)
     assert [s.name for s in d.train] == ["img_000", "img_001", "img_002"]
     assert [s.name for s in d.val] == ["v_000"]
-    np.testing.assert_allclose(d.val[0].image, 200 / 255, rtol=1e-6)  # same normalisation as training
+    np.testing.assert_allclose(d.normalized(d.val[0]), 200 / 255, rtol=1e-6)  # same normalisation as training
     assert counts(d, cfg).tolist() == [3 * 1024 - 32 * 6, 32 * 6]  # 1+2+3 foreground rows; val not counted
 
 
 def test_validation_folder_missing(tmp_path: Path) -> None:
     root = dataset(tmp_path, 2)
     with pytest.raises(SegflowError, match="DATA.VAL.PATH.*does not exist"):
-        load_train_data(config(root, VAL={"FROM_TRAIN": False, "PATH": str(root / "nope"), "GT_PATH": str(root / "nope")}))
+        load_data(config(root, VAL={"FROM_TRAIN": False, "PATH": str(root / "nope"), "GT_PATH": str(root / "nope")}))
 
 
 def test_class_counts_multiclass(tmp_path: Path) -> None:
@@ -382,7 +385,7 @@ def test_class_counts_multiclass(tmp_path: Path) -> None:
     root = write_pairs(tmp_path, imgs, masks)
     tree = tiny_config(root, DATA={"PATCH_SIZE": "(32, 32, 1)", "VAL": {"SPLIT_TRAIN": 0.25, "RANDOM": False}}, MODEL={"N_CLASSES": 4})
     cfg = build_config(tree)[0]
-    d = load_train_data(cfg)
+    d = load_data(cfg)
     assert [s.name for s in d.val] == ["img_003"]
     expected = np.bincount(np.concatenate([m.ravel() for m in masks[:3]]), minlength=4)
     np.testing.assert_array_equal(counts(d, cfg), expected)
@@ -391,9 +394,10 @@ def test_class_counts_multiclass(tmp_path: Path) -> None:
 
 def test_3d_fixture_loads(data3d: Path) -> None:
     cfg = build_config(tiny_config(data3d, "3D"))[0]
-    d = load_train_data(cfg)
+    d = load_data(cfg)
     assert len(d.train) == 1 and len(d.val) == 1
     s = d.train[0]
-    assert s.image.shape == (16, 48, 48, 1) and s.image.dtype == np.float32 and s.mask.shape == (16, 48, 48)
-    assert s.image.min() >= 0 and s.image.max() <= 1
+    x = d.normalized(s)
+    assert s.image.shape == x.shape == (16, 48, 48, 1) and x.dtype == np.float32 and s.mask.shape == (16, 48, 48)
+    assert x.min() >= 0 and x.max() <= 1
     assert counts(d, cfg).sum() == 16 * 48 * 48 and counts(d, cfg)[1] > 0

@@ -12,9 +12,11 @@ from conftest import tiny_config, write_yaml
 
 from segflow.config.loader import build_config
 from segflow.config.schema import NormalizationConfig
-from segflow.data.pairs import Normalizer, load_train_data, pair_files
+from segflow.data.normalize import Normalizer
+from segflow.data.pairs import pair_files
 from segflow.errors import SegflowError
 from segflow.inference.predictor import Predictor
+from segflow.training.datasets import load_data
 
 
 def _copy(data: Path, tmp: Path) -> Path:
@@ -75,7 +77,7 @@ def test_negative_mask_values_are_an_error(tmp_path: Path, data2d: Path, dtype: 
     tifffile.imwrite(data / "train/y/img_001.tif", mask)
     cfg = _config(data, PROBLEM={"SEMANTIC_SEG": {"IGNORE_CLASS_ID": ignore}})
     with pytest.raises(SegflowError) as err:
-        load_train_data(cfg)
+        load_data(cfg)
     msg = str(err.value)
     assert msg.startswith(f"{data}/train/y/img_001.tif: mask values -1 are negative") and "IGNORE_CLASS_ID" in msg
 
@@ -102,8 +104,8 @@ def test_wide_integer_images_of_12_bit_data_are_divided_by_65535(
     data = _copy(data2d, tmp_path)
     _rewrite_all(data / "train/x", lambda a: (a.astype(np.int64) * 16).astype(dtype))  # 0..4080: 12-bit data
     raw = tifffile.imread(data / "train/x/img_000.tif")
-    loaded = load_train_data(_config(data, DATA={"VAL": {"SPLIT_TRAIN": 0.0}}))
-    image = next(s.image for s in loaded.train if s.name == "img_000")
+    loaded = load_data(_config(data, DATA={"VAL": {"SPLIT_TRAIN": 0.0}}))
+    image = next(loaded.normalized(s) for s in loaded.train if s.name == "img_000")
     assert image.min() >= 0 and image.max() <= 1
     np.testing.assert_allclose(image[..., 0], raw / 65535, rtol=1e-6)
     assert loaded.normalizer.state()["wide_divisor"] == 65535
@@ -114,8 +116,8 @@ def test_wide_integer_images_of_8_bit_data_are_divided_by_255(tmp_path: Path, da
     data = _copy(data2d, tmp_path)
     _rewrite_all(data / "train/x", lambda a: a.astype(np.int64))
     raw = tifffile.imread(data / "train/x/img_000.tif")
-    loaded = load_train_data(_config(data, DATA={"VAL": {"SPLIT_TRAIN": 0.0}}))
-    image = next(s.image for s in loaded.train if s.name == "img_000")
+    loaded = load_data(_config(data, DATA={"VAL": {"SPLIT_TRAIN": 0.0}}))
+    image = next(loaded.normalized(s) for s in loaded.train if s.name == "img_000")
     np.testing.assert_allclose(image[..., 0], raw / 255, rtol=1e-6)
 
 
@@ -151,15 +153,15 @@ def test_wide_images_outside_16_bits_are_an_error_naming_file_and_range(
     image[3, 5] = value
     tifffile.imwrite(data / "train/x/img_001.tif", image)
     with pytest.raises(SegflowError) as err:
-        load_train_data(_config(data))
+        load_data(_config(data))
     msg = str(err.value)
     assert msg.startswith(f"{data}/train/x/img_001.tif: {np.dtype(dtype)} image with values")
     assert str(value) in msg and "scale_range or zero_mean_unit_variance" in msg
     # scale_range takes them as they are.
-    loaded = load_train_data(
+    loaded = load_data(
         _config(data, DATA={"NORMALIZATION": {"TYPE": "scale_range"}, "VAL": {"SPLIT_TRAIN": 0.0}})
     )
-    assert all(s.image.min() >= 0 and s.image.max() <= 1 for s in loaded.train)
+    assert all(loaded.normalized(s).min() >= 0 and loaded.normalized(s).max() <= 1 for s in loaded.train)
 
 
 def test_bool_tiff_mask_reads_as_classes_0_and_1(tmp_path: Path) -> None:

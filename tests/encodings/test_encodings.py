@@ -13,7 +13,8 @@ from conftest import write_yaml
 from PIL import Image
 
 from segflow.config.loader import build_config
-from segflow.data.pairs import Normalizer, Sample
+from segflow.data.normalize import Normalizer
+from segflow.data.pairs import Sample
 from segflow.data.patches import PatchDataset
 from segflow.encodings import (
     bits,
@@ -21,12 +22,12 @@ from segflow.encodings import (
     from_bits,
     get_encoding,
     region_labels,
-    voc_colormap,
 )
 from segflow.evaluation.metrics import Scorer
 from segflow.evaluation.testphase import run_test
 from segflow.inference.predictor import Predictor
 from segflow.io.images import read_image
+from segflow.io.palette import voc_colormap
 from segflow.io.paths import RunPaths
 from segflow.models.losses import SegmentationLoss
 

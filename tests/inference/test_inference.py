@@ -14,7 +14,7 @@ import torch
 from scipy import ndimage
 
 from segflow.config.loader import build_config
-from segflow.data.pairs import Normalizer
+from segflow.data.normalize import Normalizer
 from segflow.errors import SegflowError
 from segflow.evaluation.postprocess import apply_median_filters, median_filters
 from segflow.evaluation.testphase import run_test

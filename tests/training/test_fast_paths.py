@@ -19,7 +19,7 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from segflow.config.loader import build_config
-from segflow.data.pairs import Normalizer
+from segflow.data.normalize import Normalizer
 from segflow.inference.predictor import Predictor
 from segflow.inference.windows import gaussian_1d, predict_windows
 from segflow.models.networks import build_model, memory_format

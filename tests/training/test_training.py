@@ -16,14 +16,13 @@ from conftest import tiny_config, write_yaml
 
 from segflow.config.loader import build_config
 from segflow.config.schema import Config
-from segflow.data.pairs import load_train_data
 from segflow.data.patches import PatchDataset
 from segflow.errors import SegflowError
 from segflow.inference.predictor import Predictor
 from segflow.runtime import cpu_bf16_native, num_workers, precision, resolve_devices
 from segflow.training import sampler as sampler_module
 from segflow.training.callbacks import EpochLog
-from segflow.training.datasets import make_datasets
+from segflow.training.datasets import load_data, make_datasets
 from segflow.training.module import SegModel
 from segflow.training.sampler import EpochSeededSampler
 
@@ -225,7 +224,7 @@ def test_ddp_ranks_draw_different_patches_from_one_order(monkeypatch, data2d):
     wrapper to split, but each rank its own random patch positions and augmentations; rank 0 draws as a
     single-process run does."""
     cfg, _ = build_config(tiny_config(data2d, DATA={"EXTRACT_RANDOM_PATCH": True}, AUGMENTOR={"ENABLE": True, "HFLIP": True, "VFLIP": True, "ROT90": True}))
-    train_ds, _ = make_datasets(cfg, load_train_data(cfg))
+    train_ds, _ = make_datasets(cfg, load_data(cfg))
     sampler = EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, shuffle=True)
 
     def draws(rank: int) -> tuple[list[int], list[torch.Tensor]]:

@@ -1,1 +1,1 @@
-"""app stage."""
+"""The commands on top of the pipeline: the CLI, ``run``/``check``, ``predict`` and ``demo``."""

@@ -17,7 +17,7 @@ from segflow.io.images import (
     read_image,
     write_output,
 )
-from segflow.report.progress import each_image
+from segflow.progress import each_image
 
 
 def predict_images(

@@ -133,10 +133,13 @@ def check_test_data(cfg: Config) -> None:
     """Read every test image and mask once, one pair at a time, before anything is written or trained: a
     test mask with a wrong class or size must not surface after hours of training, nor halfway through
     rewriting a finished run's test outputs."""
+    from segflow.encodings import get_encoding
+
     t = cfg.DATA.TEST
     shapes = []
+    rules = get_encoding(cfg) if t.CHECK_DATA else None
     for img_path, mask_path in list_pairs(t.PATH, t.GT_PATH if t.LOAD_GT else None, "test"):
-        image, _ = read_pair(cfg, img_path, mask_path, "test", t.CHECK_DATA)
+        image, _ = read_pair(cfg, img_path, mask_path, "test", rules)
         shapes.append((img_path, image.shape))
     check_stack_sizes(cfg, shapes)
 
@@ -160,6 +163,7 @@ def run(
     """
     from segflow.evaluation.testphase import run_test
     from segflow.inference.predictor import Predictor
+    from segflow.report.charts import Charts
     from segflow.runtime import resolve_devices, torch_device
     from segflow.training.runstate import write_config_copy
     from segflow.training.trainer import train
@@ -178,7 +182,7 @@ def run(
         remove_run_outputs(paths)
     write_config_copy(cfg, paths)
     if train_now:
-        checkpoint = train(cfg, paths, gpu, data=data, resume=resume)
+        checkpoint = train(cfg, paths, gpu, data=data, resume=resume, callbacks=[Charts(paths)])
     elif cfg.TRAIN.ENABLE:
         print(f"Training of run {paths.job} already finished (use --overwrite to train again, --resume to train further)")
     result: dict = {}
@@ -194,7 +198,7 @@ def _plan(
     """What the run will do, checked as far as it can be without writing: ``(train now?, checkpoint to
     resume from, the training data, the checkpoint to test when not training)``."""
     from segflow.checkpoint import check_model_matches, load_checkpoint
-    from segflow.data.pairs import load_train_data
+    from segflow.training.datasets import load_data
     from segflow.training.runstate import check_resume, choose_checkpoint, resume_point
 
     resume = None if overwrite or not cfg.TRAIN.ENABLE else resume_point(paths)
@@ -205,7 +209,7 @@ def _plan(
     train_now = cfg.TRAIN.ENABLE and (resume is None or resume_run or not paths.finished_marker.is_file())
     if train_now and resume is not None:
         check_resume(cfg, paths, resume)
-    data = load_train_data(cfg) if train_now else None
+    data = load_data(cfg) if train_now else None
     if data is not None:
         check_split_fits_patch(cfg, data.train, data.val)
     if cfg.TEST.ENABLE:
@@ -232,7 +236,7 @@ def _describe(
     lo, hi = np.inf, -np.inf
     samples, constant = [], []
     for img_path, mask_path in pairs:
-        image, mask = read_pair(cfg, img_path, mask_path, what)
+        image, mask = read_pair(cfg, img_path, mask_path, what, enc)
         if image.size and image.min() == image.max():
             constant.append((img_path, image.flat[0]))
         shapes.add(image.shape)

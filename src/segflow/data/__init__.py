@@ -1,1 +1,1 @@
-"""data stage."""
+"""Training data: pairing and checks, normalisation, the validation split, patches and augmentation."""

@@ -1,183 +1,45 @@
-"""Image/mask pairs from folders: pairing, checks, normalisation and the validation split."""
+"""Image/mask pairs from folders: pairing, checks, the validation split and the training data.
+
+Images are read in their own dtype and kept so (a quarter of float32's memory for 8-bit data): they are
+normalised, and masks encoded, one patch at a time (``data.patches``), with the statistics each
+``Sample`` carries.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from segflow.config.schema import Config, NormalizationConfig
+from segflow.config.schema import Config
+from segflow.data.normalize import Normalizer, is_wide_int, wide_range
 from segflow.errors import SegflowError
 from segflow.io.images import list_images, read_image, read_mask
 
 
 @dataclass
 class Sample:
-    """One image (channels last, normalised float32) with its mask (or None) and where it came from."""
+    """One image ``(*spatial, C)`` in its raw dtype with its mask ``(*spatial)`` (or None) and where it came from."""
 
     name: str
     image: np.ndarray
     mask: np.ndarray | None
     path: Path
     mask_path: Path | None = None
-    # The mask encoded as training targets (channels last), set when patches are made.
+    # Normalizer.stats of the image, measured on the whole image once: each patch is normalised with them.
+    stats: dict | None = None
+    # The whole mask encoded, kept only for encodings whose target depends on the whole image (region, distance).
     target: np.ndarray | None = None
 
 
-# Integer images wider than 16 bits are usually 8- or 16-bit data saved wide (int32, int64, uint32):
-# dividing them by their type's range (9.2e18 for int64) would feed the network near-zero input.
-WIDE_INT_LIMIT = 65535
+class MaskRules(Protocol):
+    """What reading checks a mask against: the encoding (``segflow.encodings.Encoding.check_mask``)."""
 
-
-def is_wide_int(dtype: np.dtype) -> bool:
-    """Integer pixel types wider than 16 bits."""
-    return np.issubdtype(dtype, np.integer) and np.dtype(dtype).itemsize > 2
-
-
-@dataclass
-class Normalizer:
-    """Maps raw pixel values to network input; everything it needs is stored in the checkpoint."""
-
-    cfg: NormalizationConfig
-    mean: float | None = None
-    std: float | None = None
-    # TYPE 'div': divisor of integer images wider than 16 bits (255 or 65535, fitted on the training
-    # images); None = their type's range, as checkpoints written before it was fitted divide.
-    wide_divisor: float | None = None
-
-    @classmethod
-    def from_state(cls, cfg: NormalizationConfig, state: dict | None) -> Normalizer:
-        """The normaliser a checkpoint stored with ``state()`` (older checkpoints lack some keys)."""
-        state = state or {}
-        return cls(cfg, state.get("mean"), state.get("std"), state.get("wide_divisor"))
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """Normalise one channels-last image to float32."""
-        return self.apply(image, self.stats(image))
-
-    def stats(self, image: np.ndarray, where: str = "image") -> dict:
-        """The per-image values the normalisation needs, measured without a whole-image float copy,
-        so that windows of a large (or memory-mapped) image can be normalised one at a time.
-        ``where`` names the image in errors."""
-        out: dict = {"dtype": image.dtype}
-        clip = self.clip_range(image)
-        if clip is not None:
-            out["clip"] = clip
-        if self.cfg.TYPE == "div" and self.wide_divisor is not None and is_wide_int(image.dtype):
-            wide_range(image, clip, where)
-        if self.cfg.TYPE == "scale_range":
-            lo, hi = float(image.min()), float(image.max())
-            if "clip" in out:  # clipping is monotone: the clipped extremes are the clipped raw extremes
-                lo, hi = (float(np.clip(v, *out["clip"])) for v in (lo, hi))
-            out["range"] = (lo, hi)
-        elif self.cfg.TYPE == "zero_mean_unit_variance":
-            n, total, squares = self._moments(image, out.get("clip"))
-            mean = total / n
-            out["mean_std"] = (mean, max(squares / n - mean * mean, 0.0) ** 0.5)
-        return out
-
-    def apply(self, image: np.ndarray, stats: dict) -> np.ndarray:
-        """Normalise ``image`` (or a window of it) with ``stats`` measured on the whole image."""
-        x = image.astype(np.float32, copy=True)
-        if "clip" in stats:
-            np.clip(x, *stats["clip"], out=x)
-        kind = self.cfg.TYPE
-        if kind == "div":
-            # Divide by the range of the stored type, never by the data's max: a dim uint16 image
-            # must not be stretched differently from a bright one.
-            if np.issubdtype(stats["dtype"], np.integer):
-                x /= self._divisor(stats["dtype"])
-        elif kind == "scale_range":
-            lo, hi = stats["range"]
-            x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-        elif kind == "zero_mean_unit_variance":
-            mean, std = stats["mean_std"]
-            x = (x - mean) / (std if std > 1e-8 else 1.0)
-        else:  # custom
-            x = (x - float(self.mean)) / float(self.std)
-        return x
-
-    def clip_range(self, image: np.ndarray) -> tuple[float, float] | None:
-        """PERC_CLIP's percentiles of ``image``, or None without clipping."""
-        if not self.cfg.PERC_CLIP:
-            return None
-        return tuple(float(v) for v in np.percentile(image, [self.cfg.PERC_LOWER, self.cfg.PERC_UPPER]))
-
-    def _divisor(self, dtype: np.dtype) -> float:
-        if is_wide_int(dtype) and self.wide_divisor is not None:
-            return float(self.wide_divisor)
-        return float(np.iinfo(dtype).max)
-
-    @staticmethod
-    def _moments(image: np.ndarray, clip: tuple[float, float] | None) -> tuple[float, float, float]:
-        """Pixel count, sum and sum of squares, in float64, one slab of the first axis at a time."""
-        n = total = squares = 0.0
-        step = max(1, int(2**24 // max(1, image[0].size)))
-        for i in range(0, image.shape[0], step):
-            slab = np.asarray(image[i : i + step], dtype=np.float64)
-            if clip is not None:
-                np.clip(slab, *clip, out=slab)
-            n += slab.size
-            total += float(slab.sum())
-            squares += float(np.square(slab).sum())
-        return n, total, squares
-
-    def fit(self, raw_images: list[np.ndarray]) -> None:
-        """Measure on the (clipped) training images what the checkpoint must store: for TYPE 'custom'
-        with -1 values the mean and std, for 'div' the divisor of integer images wider than 16 bits."""
-        if self.cfg.TYPE == "div":
-            self.wide_divisor = self._fit_wide_divisor(raw_images)
-        if self.cfg.TYPE != "custom":
-            return
-        self.mean = self.cfg.CUSTOM_MEAN if self.cfg.CUSTOM_MEAN != -1 else None
-        self.std = self.cfg.CUSTOM_STD if self.cfg.CUSTOM_STD != -1 else None
-        if self.mean is None or self.std is None:
-            # Measure the images as they are normalised: clipped first when PERC_CLIP is on.
-            moments = [self._moments(im, self.clip_range(im)) for im in raw_images]
-            n, total, squares = (sum(m[i] for m in moments) for i in range(3))
-            mean = total / n
-            self.mean = mean if self.mean is None else self.mean
-            self.std = (max(squares / n - mean * mean, 0.0) ** 0.5 or 1.0) if self.std is None else self.std
-
-    def _fit_wide_divisor(self, raw_images: list[np.ndarray]) -> float:
-        """255 when the wide integer training images all fit 0..255 (8-bit data), else 65535 (16-bit data).
-        Without wide training images, wide images met at prediction are taken as the training data's
-        kind: 255 when every integer training image is 8-bit, else 65535."""
-        wide = [im for im in raw_images if is_wide_int(im.dtype)]
-        if not wide:
-            narrow = [im.dtype.itemsize for im in raw_images if np.issubdtype(im.dtype, np.integer)]
-            return 255.0 if narrow and max(narrow) == 1 else float(WIDE_INT_LIMIT)
-        ranges = [wide_range(im, self.clip_range(im), "training image") for im in wide]
-        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
-        divisor, bits = (255, 8) if hi <= 255 else (WIDE_INT_LIMIT, 16)
-        dtypes = ", ".join(sorted({str(im.dtype) for im in wide}))
-        print(
-            f"DATA.NORMALIZATION.TYPE div: the {dtypes} training images hold values {lo}..{hi}, "
-            f"{bits}-bit data: dividing such images by {divisor} (as uint{bits})"
-        )
-        return float(divisor)
-
-    def state(self) -> dict:
-        """What the checkpoint stores besides the config."""
-        out = {"mean": self.mean, "std": self.std}
-        if self.wide_divisor is not None:
-            out["wide_divisor"] = self.wide_divisor
-        return out
-
-
-def wide_range(image: np.ndarray, clip: tuple[float, float] | None, where: str | Path) -> tuple[int, int]:
-    """The value range (within ``clip``, PERC_CLIP's percentiles) of an integer image wider than 16 bits,
-    which TYPE 'div' divides as 8- or 16-bit data; values outside 0..65535 are an error naming ``where``."""
-    lo, hi = (int(image.min()), int(image.max())) if clip is None else (int(np.floor(clip[0])), int(np.ceil(clip[1])))
-    if lo < 0 or hi > WIDE_INT_LIMIT:
-        raise SegflowError(
-            f"{where}: {image.dtype} image with values {lo}..{hi}; DATA.NORMALIZATION.TYPE div divides integer "
-            f"images wider than 16 bits as 8- or 16-bit data (0..{WIDE_INT_LIMIT}); set DATA.NORMALIZATION.TYPE to "
-            "scale_range or zero_mean_unit_variance, or convert the images"
-        )
-    return lo, hi
+    def check_mask(self, mask: np.ndarray, path: Path) -> None:
+        """Raise SegflowError naming ``path`` when a value of ``mask`` does not fit the encoding."""
 
 
 def _last_number(stem: str) -> int | None:
@@ -238,45 +100,6 @@ def _warn_sorted_pairing(images: list[Path], masks: list[Path], what: str) -> No
     )
 
 
-def check_mask_values(mask: np.ndarray, path: Path, cfg: Config) -> None:
-    """Every mask value must fit the encoding: a class id ``0..N_CLASSES-1``, a bitmask of
-    ``N_CLASSES`` bits, or (regions and regression) anything; the ignored id (>= 0) is always allowed."""
-    from segflow.encodings import get_encoding
-
-    n = cfg.MODEL.N_CLASSES
-    enc = get_encoding(cfg)
-    top = enc.value_limit()
-    if top is None:
-        return
-    values = np.unique(mask)
-    ignore = cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID
-    bad = values[((values < 0) | (values >= top)) & ((values != ignore) | (ignore < 0))]
-    if not bad.size:
-        return
-    shown = ", ".join(str(v) for v in bad[:5]) + (" ..." if bad.size > 5 else "")
-    if bad[0] < 0:
-        todo = (
-            "-1 means no ignored class; fix the mask, or give the pixels to ignore an id >= 0 (e.g. 255) "
-            "and set IGNORE_CLASS_ID to it"
-            if ignore < 0
-            else f"is {ignore}; fix the mask, e.g. give the pixels to ignore the id {ignore}"
-        )
-        raise SegflowError(
-            f"{path}: mask values {shown} are negative, but masks hold class ids from 0 "
-            f"and PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID {todo}"
-        )
-    if not enc.bitwise:
-        hint = " (a 0/255 mask: divide it by 255)" if set(values.tolist()) <= {0, 255} and n == 2 else ""
-        raise SegflowError(
-            f"{path}: mask values {shown} are outside the classes 0..{n - 1} of MODEL.N_CLASSES={n}{hint}; "
-            "fix the mask or raise MODEL.N_CLASSES"
-        )
-    raise SegflowError(
-        f"{path}: mask values {shown} need more than the {n} bits of MODEL.N_CLASSES={n} (ENCODING {enc.name}); "
-        "raise MODEL.N_CLASSES to the number of bit classes"
-    )
-
-
 def list_pairs(image_dir: str, mask_dir: str | None, what: str) -> list[tuple[Path, Path | None]]:
     """Image files of a folder, each with its mask file (or None when there are no masks)."""
     images = list_images(image_dir, f"{what} images ({_key(what)}.PATH)")
@@ -285,8 +108,11 @@ def list_pairs(image_dir: str, mask_dir: str | None, what: str) -> list[tuple[Pa
     return pair_files(images, list_images(mask_dir, f"{what} masks ({_key(what)}.GT_PATH)"), what)
 
 
-def read_pair(cfg: Config, img_path: Path, mask_path: Path | None, what: str, check_masks: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read one image (raw dtype, channels last) and its mask, checking channels, shapes and classes."""
+def read_pair(
+    cfg: Config, img_path: Path, mask_path: Path | None, what: str, rules: MaskRules | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read one image (raw dtype, channels last) and its mask, checking channels and shapes, and the mask's
+    values against ``rules`` (the encoding; None: unchecked, DATA.*.CHECK_DATA false)."""
     channels = cfg.in_channels
     image = read_image(img_path, cfg.ndim, channels)
     if image.shape[-1] != channels:
@@ -307,18 +133,18 @@ def read_pair(cfg: Config, img_path: Path, mask_path: Path | None, what: str, ch
             f"{what}: image {img_path.name} has shape {image.shape[:-1]} but its mask {mask_path.name} has {mask.shape}; "
             "an image and its mask must have the same size"
         )
-    if check_masks:
-        check_mask_values(mask, mask_path, cfg)
+    if rules is not None:
+        rules.check_mask(mask, mask_path)
     return image, mask
 
 
 def read_pairs(
-    cfg: Config, image_dir: str, mask_dir: str | None, what: str, check_masks: bool = True
+    cfg: Config, image_dir: str, mask_dir: str | None, what: str, rules: MaskRules | None
 ) -> list[tuple[Path, np.ndarray, Path | None, np.ndarray | None]]:
     """Read every image (raw dtype) and its mask from two folders, checking that they pair."""
     out = []
     for img_path, mask_path in list_pairs(image_dir, mask_dir, what):
-        image, mask = read_pair(cfg, img_path, mask_path, what, check_masks)
+        image, mask = read_pair(cfg, img_path, mask_path, what, rules)
         out.append((img_path, image, mask_path, mask))
     return out
 
@@ -329,11 +155,15 @@ def _key(what: str) -> str:
 
 @dataclass
 class TrainData:
-    """Training and validation samples plus the fitted normaliser."""
+    """Training and validation samples (raw images with their statistics) plus the fitted normaliser."""
 
     train: list[Sample]
     val: list[Sample]
     normalizer: Normalizer
+
+    def normalized(self, sample: Sample) -> np.ndarray:
+        """The whole image of ``sample`` as the network sees it, float32 ``(*spatial, C)``."""
+        return self.normalizer.apply(sample.image, sample.stats)
 
 
 def n_val_images(n_images: int, fraction: float) -> int:
@@ -366,17 +196,19 @@ def split_train_val(samples: list[Sample], fraction: float, shuffle: bool, seed:
     return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
 
 
-def load_train_data(cfg: Config) -> TrainData:
-    """Read and check the training images, split off the validation set, and normalise both with
-    statistics measured on the training part only (no validation pixels leak into them)."""
+def load_train_data(cfg: Config, rules: MaskRules) -> TrainData:
+    """Read and check the training images (their masks against ``rules``, the encoding), split off the
+    validation set, and fit the normaliser on the training part only (no validation pixels leak into it).
+    Images stay raw: each sample carries its normalisation statistics, applied patch by patch."""
     d = cfg.DATA
-    raw = [Sample(p.stem, img, msk, p, mp) for p, img, mp, msk in read_pairs(cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train", d.TRAIN.CHECK_DATA)]
+    rules_or_none = rules if d.TRAIN.CHECK_DATA else None
+    raw = [Sample(p.stem, img, msk, p, mp) for p, img, mp, msk in read_pairs(cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train", rules_or_none)]
     if d.VAL.FROM_TRAIN:
         train, val = split_train_val(raw, d.VAL.SPLIT_TRAIN, d.VAL.RANDOM, cfg.SYSTEM.SEED)
     else:
         train = raw
-        val = [Sample(p.stem, img, msk, p, mp) for p, img, mp, msk in read_pairs(cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation", d.TRAIN.CHECK_DATA)]
+        val = [Sample(p.stem, img, msk, p, mp) for p, img, mp, msk in read_pairs(cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation", rules_or_none)]
     normalizer = Normalizer(d.NORMALIZATION)
     normalizer.fit([s.image for s in train])
-    train, val = ([replace(s, image=normalizer(s.image)) for s in part] for part in (train, val))
+    train, val = ([replace(s, stats=normalizer.stats(s.image, str(s.path))) for s in part] for part in (train, val))
     return TrainData(train=train, val=val, normalizer=normalizer)

@@ -1,14 +1,21 @@
-"""Training and validation patches: fixed grids, random crops, probability-map crops, padding."""
+"""Training and validation patches: fixed grids, random crops, probability-map crops, padding.
+
+Each patch is cut from the raw image and mask, then normalised and encoded on its own (``PatchDataset.crop``):
+a data source only hands out arrays, and no normalised or encoded copy of the whole data is kept.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from monai.transforms import Randomizable
 
+from segflow.data.normalize import Normalizer
 from segflow.data.pairs import Sample
 from segflow.errors import SegflowError
 from segflow.io.images import write_tiff
@@ -54,7 +61,8 @@ def fit_to_patch(sample: Sample, patch: tuple[int, ...], reflect: bool) -> Sampl
         )
     image = pad_to(sample.image, patch, repeat_reflection=True)
     mask = None if sample.mask is None else pad_to(sample.mask, patch, repeat_reflection=True)
-    return Sample(sample.name, image, mask, sample.path, sample.mask_path)
+    # The statistics stay the unpadded image's: padding by reflection must not shift its normalisation.
+    return replace(sample, image=image, mask=mask, target=None)
 
 
 def pad_to(array: np.ndarray, shape: tuple[int, ...], repeat_reflection: bool = False) -> np.ndarray:
@@ -94,6 +102,15 @@ def to_tensors(image: np.ndarray, target: np.ndarray | None) -> dict[str, np.nda
     return out
 
 
+class TargetEncoding(Protocol):
+    """What patches need of an encoding (``segflow.encodings.Encoding``)."""
+
+    halo: int | None  # mask pixels around a patch its target depends on; None: the whole mask
+
+    def encode(self, mask: np.ndarray) -> np.ndarray:
+        """Training target ``(..., T)`` of a raw mask ``(...)``."""
+
+
 class PatchDataset(torch.utils.data.Dataset, Randomizable):
     """Patches of training or validation samples.
 
@@ -102,6 +119,10 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
     centre drawn from the probability map when ``prob_weights`` is given, or, with
     ``class_balanced``, on a pixel of a class drawn uniformly among the mask values present (NIST's
     balancing: rare classes are seen as often as common ones).
+
+    Each patch is normalised with ``normalizer`` and its sample's ``stats``, and its mask encoded with
+    ``encoding`` (from the patch and ``encoding.halo`` pixels around it); without them the raw image
+    patch and the mask as one channel are handed out.
     """
 
     def __init__(
@@ -115,7 +136,12 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
         prob_weights: tuple[float, float] | None = None,
         class_balanced: bool = False,
         ignore_id: int = -1,
+        normalizer: Normalizer | None = None,
+        encoding: TargetEncoding | None = None,
     ) -> None:
+        self.normalizer, self.encoding = normalizer, encoding
+        if encoding is not None and encoding.halo is None:  # targets that need the whole mask: encoded once
+            samples = [s if s.mask is None or s.target is not None else replace(s, target=encoding.encode(s.mask)) for s in samples]
         self.samples = samples
         self.patch = patch
         self.mode = mode
@@ -172,11 +198,35 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
         return (i, *self._centred(i, pool))
 
     def crop(self, i: int, start: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
-        """The patch of sample ``i`` starting at ``start`` and its target (channels last)."""
-        s = self.samples[i]
+        """The patch of sample ``i`` starting at ``start``, normalised ``(*patch, C)``, and its target ``(*patch, T)``."""
         region = tuple(slice(a, a + p) for a, p in zip(start, self.patch))
-        target = s.target if s.target is not None else None if s.mask is None else s.mask[..., None]
-        return s.image[region], None if target is None else target[region]
+        return self.image(i, region), self.target(i, region)
+
+    def image(self, i: int, region: tuple[slice, ...]) -> np.ndarray:
+        """``region`` of sample ``i``'s image as the network sees it (normalised with the whole image's stats)."""
+        s = self.samples[i]
+        return s.image[region] if self.normalizer is None else self.normalizer.apply(s.image[region], s.stats)
+
+    def target(self, i: int, region: tuple[slice, ...]) -> np.ndarray | None:
+        """The target ``(*region, T)`` of sample ``i``: its mask in ``region`` and ``halo`` pixels around, encoded,
+        the halo cut off again (scipy's filters see the image border alike either way)."""
+        s = self.samples[i]
+        if s.target is not None:
+            return s.target[region]
+        if s.mask is None:
+            return None
+        if self.encoding is None:
+            return s.mask[region][..., None]
+        h = self.encoding.halo
+        outer = tuple(slice(max(r.start - h, 0), min(r.stop + h, n)) for r, n in zip(region, s.mask.shape))
+        inner = tuple(slice(r.start - o.start, r.stop - o.start) for r, o in zip(region, outer))
+        return self.encoding.encode(s.mask[outer])[inner]
+
+    def targets(self) -> Iterator[np.ndarray]:
+        """Every sample's whole target ``(*spatial, T)``, one at a time (class pixel counts)."""
+        for i, s in enumerate(self.samples):
+            if s.mask is not None:
+                yield self.target(i, tuple(slice(0, n) for n in s.mask.shape))
 
     def __getitem__(self, k: int) -> dict[str, np.ndarray]:
         i, start = self.index[k]
@@ -212,9 +262,10 @@ def write_prob_maps(dataset: PatchDataset, prob_dir: Path, aug_dir: Path, n_mark
     for k, (start, centre) in enumerate(draws):
         s = dataset.samples[k]
         z = centre[0] if s.mask.ndim == 3 else None
-        planes = {"x": s.image[..., 0], "y": s.mask.astype(np.float32)}
+        at = (z,) if z is not None else ()
+        planes = {"x": dataset.image(k, at)[..., 0], "y": s.mask[at].astype(np.float32)}
         for key, plane in planes.items():
-            rgb = _to_rgb(plane[z] if z is not None else plane)
+            rgb = _to_rgb(plane)
             (y0, x0), (py, px) = start[-2:], dataset.patch[-2:]
             y1, x1 = y0 + py - 1, x0 + px - 1
             blue = np.array([0, 0, 255], np.uint8)

@@ -12,8 +12,6 @@ The encoding is part of the config, which every checkpoint carries, so predictio
 
 from __future__ import annotations
 
-import numpy as np
-
 from segflow.config.schema import Config
 from segflow.encodings.base import Encoding
 from segflow.encodings.bitmask import Bitmask, DoubleMembrane, bits, double_membrane, from_bits
@@ -27,24 +25,10 @@ ENCODINGS: dict[str, type[Encoding]] = {
 
 __all__ = [
     "ENCODINGS", "Encoding", "bits", "distance_transform", "double_membrane", "from_bits", "get_encoding",
-    "region_labels", "voc_colormap",
+    "region_labels",
 ]
 
 
 def get_encoding(cfg: Config) -> Encoding:
     """The config's encoding object (``PROBLEM.SEMANTIC_SEG.ENCODING``)."""
     return ENCODINGS[cfg.PROBLEM.SEMANTIC_SEG.ENCODING](cfg)
-
-
-def voc_colormap(n: int = 256) -> np.ndarray:
-    """PASCAL VOC's colour map: ``(n, 3)`` uint8, class 0 black, 255 (void) light grey."""
-    cmap = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap

@@ -6,17 +6,18 @@ channel axis ``(..., C)``. Network tensors are channels first: ``(B, C, ...)``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torchmetrics
-
-from typing import Any
 
 import numpy as np
 import torch
 
 from segflow.config.schema import Config
+from segflow.errors import SegflowError
 
 
 def planes(mask: np.ndarray, fn) -> np.ndarray:
@@ -36,6 +37,10 @@ class Encoding:
     name = ""
     bitwise = False
     regression = False
+    # How far (pixels, every spatial axis) a target value looks into the mask: 0 for pixelwise encodings, so
+    # a patch's target is encoded from the patch's mask alone; None when it depends on the whole image
+    # (connected regions, distances), so the whole mask is encoded once.
+    halo: int | None = 0
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -58,6 +63,43 @@ class Encoding:
     def value_limit(self) -> int | None:
         """Mask values must lie in ``0..limit-1`` (the ignored id aside); None: any value is allowed."""
         return None
+
+    def check_mask(self, mask: np.ndarray, path: Path) -> None:
+        """Every value of a raw mask ``(...)`` must fit the encoding: a class id ``0..N_CLASSES-1``, a bitmask of
+        ``N_CLASSES`` bits, or (regions and regression) anything; the ignored id (>= 0) is always allowed.
+        Raises SegflowError naming ``path``, what is wrong and what to do."""
+        top = self.value_limit()
+        if top is None:
+            return
+        values = np.unique(mask)
+        bad = values[((values < 0) | (values >= top)) & ((values != self.ignore) | (self.ignore < 0))]
+        if bad.size:
+            raise SegflowError(f"{path}: {self._bad_values_message(values, bad)}")
+
+    def _bad_values_message(self, values: np.ndarray, bad: np.ndarray) -> str:
+        n, ignore = self.n, self.ignore
+        shown = ", ".join(str(v) for v in bad[:5]) + (" ..." if bad.size > 5 else "")
+        if bad[0] < 0:
+            todo = (
+                "-1 means no ignored class; fix the mask, or give the pixels to ignore an id >= 0 (e.g. 255) "
+                "and set IGNORE_CLASS_ID to it"
+                if ignore < 0
+                else f"is {ignore}; fix the mask, e.g. give the pixels to ignore the id {ignore}"
+            )
+            return (
+                f"mask values {shown} are negative, but masks hold class ids from 0 "
+                f"and PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID {todo}"
+            )
+        if not self.bitwise:
+            hint = " (a 0/255 mask: divide it by 255)" if set(values.tolist()) <= {0, 255} and n == 2 else ""
+            return (
+                f"mask values {shown} are outside the classes 0..{n - 1} of MODEL.N_CLASSES={n}{hint}; "
+                "fix the mask or raise MODEL.N_CLASSES"
+            )
+        return (
+            f"mask values {shown} need more than the {n} bits of MODEL.N_CLASSES={n} (ENCODING {self.name}); "
+            "raise MODEL.N_CLASSES to the number of bit classes"
+        )
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         """Raw outputs ``(B, C, ...)`` to probabilities: sigmoid for one channel, else softmax over C."""
@@ -99,7 +141,7 @@ class Encoding:
         """Pixels of each class among raw (valid) mask values, as ``segflow check`` shows; None: not classes."""
         return _bincount(values, self.n)
 
-    def class_counts(self, targets: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    def class_counts(self, targets: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
         """Training pixels of each class of encoded targets ``(..., T)``, and of all valid pixels."""
         counts, valid = np.zeros(self.n, dtype=np.int64), 0
         for t in targets:

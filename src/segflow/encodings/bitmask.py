@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Bitmask(Encoding):
     def mask_counts(self, values: np.ndarray) -> np.ndarray | None:
         return bits(np.asarray(values).ravel(), self.n).sum(0)
 
-    def class_counts(self, targets: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    def class_counts(self, targets: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
         counts, valid = np.zeros(self.n, dtype=np.int64), 0
         for t in targets:
             valid += int((~np.isnan(t[..., 0])).sum())
@@ -95,6 +96,7 @@ class DoubleMembrane(Bitmask):
     """Bitmask channels, each dilated by one pixel in every y-x plane; scored against the dilated bitmask."""
 
     name = "double_membrane"
+    halo = 1  # the one-pixel dilation
 
     def channels(self, mask: np.ndarray) -> np.ndarray:
         if self.ignore >= 0:

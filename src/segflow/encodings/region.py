@@ -23,6 +23,7 @@ class Region(Encoding):
     """One int64 target channel of region classes (the ignored id kept as is); any mask value is allowed."""
 
     name = "region"
+    halo = None  # a region's class is its rank among the plane's regions
 
     def encode(self, mask: np.ndarray) -> np.ndarray:
         out = region_labels(mask, self.n)

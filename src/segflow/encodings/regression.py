@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class Linear(Encoding):
     def mask_counts(self, values: np.ndarray) -> np.ndarray | None:
         return None
 
-    def class_counts(self, targets: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    def class_counts(self, targets: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
         return np.zeros(0, dtype=np.int64), sum(int((~np.isnan(t[..., 0])).sum()) for t in targets)
 
     def describe(self, lo: float, hi: float) -> str | None:
@@ -64,6 +65,7 @@ class Distance(Linear):
     """Distance of each foreground pixel to the background; a distance above 0.5 pixel is foreground."""
 
     name = "distance"
+    halo = None  # the nearest background pixel may be anywhere in the image
 
     def values(self, mask: np.ndarray) -> np.ndarray:
         return distance_transform(mask)

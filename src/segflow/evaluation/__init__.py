@@ -1,1 +1,1 @@
-"""evaluation stage."""
+"""Evaluation: metrics, post-processing and the test phase."""

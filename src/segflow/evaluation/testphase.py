@@ -31,7 +31,7 @@ from segflow.inference.predictor import Predictor
 from segflow.io.atomic import atomic_write_text
 from segflow.io.images import label_style, write_output, write_tiff
 from segflow.io.paths import RunPaths
-from segflow.report.progress import each_image
+from segflow.progress import each_image
 
 
 def _fmt(v: float | None) -> str:
@@ -100,12 +100,14 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
     patches = Scorer(predictor.cfg)
     stacked: list[tuple[np.ndarray, np.ndarray | None]] = []
 
+    rules = get_encoding(predictor.cfg) if t.CHECK_DATA else None
     for src, mask_path in each_image(pairs, "test image", lambda pair: pair[0].name):
-        image, mask = read_pair(predictor.cfg, src, mask_path, "test", t.CHECK_DATA)
+        image, mask = read_pair(predictor.cfg, src, mask_path, "test", rules)
         probs = predictor.predict(image, tta=tta, progress=True, source=src)
         rec.emit("merge patches", paths.per_image(), paths.per_image("_binarized"), src, probs, mask, ndim, mask_path)
         if mask is not None:
-            patches.rows += predictor.patch_scores(image, mask)
+            for region, p in predictor.predict_patches(image):
+                patches.add("patch", p, predictor.labels(p), mask[region])
         if image_filters:
             rec.emit("merge patches - post-processing", paths.per_image("_post_processing"), None, src, apply_median_filters(probs, image_filters), mask, ndim)
         if cfg.TEST.FULL_IMG:

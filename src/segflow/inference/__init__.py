@@ -1,1 +1,1 @@
-"""inference stage."""
+"""Inference: windows and their blending, output sinks, and the predictor (no Lightning)."""

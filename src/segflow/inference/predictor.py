@@ -6,7 +6,7 @@
   Memory is the output itself plus one batch of windows (the input is read window by window and may be a
   memory-mapped file).
 - ``full``: the whole image in one pass, reflect-padded to a multiple of what the network needs.
-- per patch (``patch_scores``): non-overlapping patches predicted alone, for BiaPy's per-patch IoU.
+- per patch (``predict_patches``): non-overlapping patches predicted alone, for BiaPy's per-patch IoU.
 
 Test-time augmentation averages the 8 flips/rotations of the y-x plane (16 with z flips in 3D); it is
 applied to each batch of windows, which keeps memory bounded too.
@@ -15,6 +15,7 @@ applied to each batch of windows, which keeps memory bounded too.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +23,10 @@ import torch
 
 from segflow.checkpoint import load_network
 from segflow.config.schema import Config
-from segflow.data.pairs import Normalizer
+from segflow.data.normalize import Normalizer
 from segflow.data.patches import grid_starts, pad_to
 from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
-from segflow.evaluation.metrics import Scorer
 from segflow.inference.windows import (
     WindowFn,
     overlap_fraction,
@@ -161,23 +161,22 @@ class Predictor:
         return self.labels(self.predict(image, **kwargs))
 
     @torch.inference_mode()
-    def patch_scores(self, image: np.ndarray, mask: np.ndarray, batch_size: int = 8, tta: bool = False) -> list[dict]:
-        """BiaPy's per-patch evaluation: non-overlapping patches predicted alone, scores per patch."""
+    def predict_patches(
+        self, image: np.ndarray, batch_size: int = 8, tta: bool = False
+    ) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+        """BiaPy's per-patch prediction: the non-overlapping grid of ``DATA.PATCH_SIZE`` patches, each predicted
+        alone; yields each patch's region and its activated outputs ``(*patch, C)`` (none for a smaller image)."""
         image = self.as_image(image)
         stats = self.normalizer.stats(image)
         patch = self.cfg.spatial_patch
         if any(s < p for s, p in zip(image.shape[:-1], patch)):
-            return []
+            return
         fn = self.window_fn(tta)
         corners = grid_starts(image.shape[:-1], patch)
-        scorer = Scorer(self.cfg)
         for b in range(0, len(corners), batch_size):
             regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in corners[b : b + batch_size]]
             x = stack_windows(image, regions, lambda w: self.normalizer.apply(w, stats), self.device)
-            probs = np.moveaxis(fn(x).float().cpu().numpy(), 1, -1)
-            for r, p in zip(regions, probs):
-                scorer.add("patch", p, self.labels(p), mask[r])
-        return scorer.rows
+            yield from zip(regions, np.moveaxis(fn(x).float().cpu().numpy(), 1, -1))
 
 
 def _all_finite(image: np.ndarray) -> bool:

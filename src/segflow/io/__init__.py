@@ -1,1 +1,1 @@
-"""io stage."""
+"""Files: image readers and writers, atomic writes, and the run folder's every output name."""

@@ -19,6 +19,7 @@ import tifffile
 
 from segflow.errors import SegflowError
 from segflow.io.atomic import atomic_write
+from segflow.io.palette import write_palette_png
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
 
@@ -378,21 +379,10 @@ def write_output(
         raise SegflowError(f"{path}: labels of shape {arr.shape} are not one 2D image; write .tif instead")
     arr = _png_labels(path, arr)
     if palette and arr.dtype == np.uint8:
-        return _write_palette_png(path, arr)
+        return write_palette_png(path, arr)
     return atomic_write(path, lambda tmp: iio.imwrite(tmp, arr, extension=".png"))
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:  # np.save given a name would add ".npy" to one spelt ".NPY"
         np.save(f, arr, allow_pickle=False)
-
-
-def _write_palette_png(path: Path, labels: np.ndarray) -> None:
-    """Write a 2D uint8 label image as a palette PNG with PASCAL VOC's colours, atomically."""
-    from PIL import Image
-
-    from segflow.encodings import voc_colormap
-
-    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
-    image.putpalette(voc_colormap().ravel().tolist())
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -1,1 +1,1 @@
-"""models stage."""
+"""Networks by name (MONAI's U-Net family) and the losses."""

@@ -1,1 +1,1 @@
-"""report stage."""
+"""Reports drawn from a run's records: the training charts."""

@@ -1,12 +1,14 @@
-"""The training log: ``train_logs/<job>_log.csv``, one line per epoch on stdout when it is not a terminal, and
-the charts ``charts/<job>_loss.png`` and one per metric, all redrawn every epoch."""
+"""The training charts ``charts/<job>_loss.png`` and one per metric, drawn from the epoch log's rows and redrawn
+after every epoch by the ``Charts`` callback that ``segflow run`` hands to ``train``."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import lightning as L
 import matplotlib
+from lightning.pytorch.callbacks import Callback
 
 matplotlib.use("Agg")  # files only; no display on clusters
 import matplotlib.pyplot as plt
@@ -14,6 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from segflow.io.atomic import atomic_write
+from segflow.io.paths import RunPaths
+from segflow.training.callbacks import EpochLog
 
 # chart file suffix -> (training column, validation column, y label)
 CHARTS = {"loss": ("loss", "val_loss", "loss"), "jaccard_index": ("IoU", "val_IoU", "IoU (Jaccard index)")}
@@ -52,4 +56,22 @@ def plot_history(rows: list[dict[str, float]], out_dir: Path, job: str) -> list[
         written.append(target)
     return written
 
+
+class Charts(Callback):
+    """Redraws the charts from ``EpochLog``'s rows after every epoch, and when a resumed run starts (from the
+    rows its checkpoint restored), on the main process only."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths = paths
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._draw(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._draw(trainer)
+
+    def _draw(self, trainer: L.Trainer) -> None:
+        log = next((cb for cb in trainer.callbacks if isinstance(cb, EpochLog)), None)
+        if trainer.is_global_zero and log is not None and log.rows:
+            plot_history(log.rows, self.paths.charts, self.paths.job)
 

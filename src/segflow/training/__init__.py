@@ -1,1 +1,1 @@
-"""training stage."""
+"""Training with Lightning: the module, callbacks, sampler, datasets, run state and ``train()``."""

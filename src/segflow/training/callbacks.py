@@ -1,4 +1,4 @@
-"""segflow's Lightning callbacks: atomic checkpoints, first-epoch seeding (exact resume)."""
+"""segflow's Lightning callbacks: atomic checkpoints, first-epoch seeding (exact resume), the epoch log."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from lightning.pytorch.callbacks import (
 from segflow.checkpoint import previous
 from segflow.io.atomic import atomic_write_text
 from segflow.io.paths import RunPaths
-from segflow.report.charts import plot_history
 from segflow.training.sampler import EpochSeededSampler
 
 
@@ -68,7 +67,7 @@ LOG_COLUMNS = ("epoch", "time", "data_wait", "lr", "loss", "IoU", "val_loss", "v
 
 
 class EpochLog(Callback):
-    """One row per epoch in ``train_logs/<job>_log.csv`` (rewritten atomically) and the charts.
+    """One row per epoch in ``train_logs/<job>_log.csv`` (rewritten atomically; ``report.charts.Charts`` draws them).
 
     The rows are part of every checkpoint, so a resumed run continues the log without gaps or
     duplicates, whatever was written after the checkpoint it resumes from.
@@ -100,8 +99,6 @@ class EpochLog(Callback):
         # Rows of checkpoints written before a column existed show it as NaN.
         lines = [",".join(LOG_COLUMNS)] + [",".join(f"{r.get(c, float('nan')):.6g}" for c in LOG_COLUMNS) for r in self.rows]
         atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
-        if self.rows:
-            plot_history(self.rows, self.paths.charts, self.paths.job)
 
     @property
     def csv_path(self) -> Path:

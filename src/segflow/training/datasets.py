@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from segflow.config.schema import Config
 from segflow.data.augment import build_augmentation
-from segflow.data.pairs import TrainData
+from segflow.data.pairs import TrainData, load_train_data
 from segflow.data.patches import PatchDataset, fit_to_patch
 from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
@@ -25,14 +23,18 @@ def check_patch_fits_model(cfg: Config) -> None:
         )
 
 
+def load_data(cfg: Config) -> TrainData:
+    """The training and validation samples of ``cfg``, their masks checked against its encoding."""
+    return load_train_data(cfg, get_encoding(cfg))
+
+
 def make_datasets(cfg: Config, data: TrainData) -> tuple[PatchDataset, PatchDataset | None]:
-    """Training patches (grid or random, augmented) and the fixed validation grid."""
+    """Training patches (grid or random, augmented) and the fixed validation grid, each patch normalised and
+    encoded as it is cut."""
     d = cfg.DATA
     patch = cfg.spatial_patch
-    train, val = (
-        [replace(s, target=get_encoding(cfg).encode(s.mask)) for s in (fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in part)]
-        for part in (data.train, data.val)
-    )
+    train, val = ([fit_to_patch(s, patch, d.REFLECT_TO_COMPLETE_SHAPE) for s in part] for part in (data.train, data.val))
+    prepare = dict(normalizer=data.normalizer, encoding=get_encoding(cfg))
     transform = build_augmentation(cfg.AUGMENTOR, cfg.ndim)
     if transform is not None:
         transform.set_random_state(seed=cfg.SYSTEM.SEED)
@@ -46,7 +48,8 @@ def make_datasets(cfg: Config, data: TrainData) -> tuple[PatchDataset, PatchData
         prob_weights=(d.W_FOREGROUND, d.W_BACKGROUND) if d.PROBABILITY_MAP else None,
         class_balanced=d.CLASS_BALANCED_SAMPLING,
         ignore_id=cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID,
+        **prepare,
     )
     train_ds.set_random_state(seed=cfg.SYSTEM.SEED)
-    val_ds = PatchDataset(val, patch, mode="grid", overlap=d.VAL.OVERLAP) if val else None
+    val_ds = PatchDataset(val, patch, mode="grid", overlap=d.VAL.OVERLAP, **prepare) if val else None
     return train_ds, val_ds

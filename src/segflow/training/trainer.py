@@ -1,4 +1,4 @@
-"""Training with PyTorch Lightning: the LightningModule, optimisers, schedulers, callbacks and the Trainer.
+"""``train()``: the datasets, loaders, callbacks and Lightning Trainer a config asks for, and the run's end.
 
 Lightning gives the loop, DDP (``--gpu 0,1``, torchrun, SLURM), mixed precision, checkpoints,
 early stopping and TensorBoard; segflow adds the BiaPy-style epoch log, charts and data checks.
@@ -24,14 +24,14 @@ from monai.data import DataLoader
 from segflow.checkpoint import check_model_matches, load_checkpoint, load_weights
 from segflow.config.schema import Config
 from segflow.data.augment import write_aug_samples
-from segflow.data.pairs import TrainData, load_train_data
+from segflow.data.pairs import TrainData
 from segflow.data.patches import PatchDataset, write_prob_maps
 from segflow.encodings import get_encoding
 from segflow.io.atomic import atomic_write_text
 from segflow.io.paths import RunPaths
 from segflow.runtime import num_workers, precision, resolve_devices, worker_warning
 from segflow.training.callbacks import AtomicCheckpoint, EpochLog, FirstEpochSeeds, best_line
-from segflow.training.datasets import check_patch_fits_model, make_datasets
+from segflow.training.datasets import check_patch_fits_model, load_data, make_datasets
 from segflow.training.module import SegModel
 from segflow.training.runstate import check_resume, choose_checkpoint
 from segflow.training.sampler import EpochSeededSampler
@@ -68,13 +68,16 @@ def train(
     L.seed_everything(cfg.SYSTEM.SEED, workers=True, verbose=False)
     if cfg.SYSTEM.NUM_CPUS > 0:
         torch.set_num_threads(cfg.SYSTEM.NUM_CPUS)
-    data = data or load_train_data(cfg)
+    data = data or load_data(cfg)
     train_ds, val_ds = make_datasets(cfg, data)
     print(f"Training on {len(data.train)} image(s), {len(train_ds)} patches per epoch; validating on {len(data.val)} image(s), {len(val_ds) if val_ds else 0} patches")
 
     aug_dir = paths.aug
     if cfg.AUGMENTOR.ENABLE and cfg.AUGMENTOR.AUG_SAMPLES and train_ds.transform is not None:
-        plain = PatchDataset(train_ds.samples, train_ds.patch, mode=train_ds.mode, replicate=cfg.DATA.TRAIN.REPLICATE, prob_weights=train_ds.prob_weights)
+        plain = PatchDataset(
+            train_ds.samples, train_ds.patch, mode=train_ds.mode, replicate=cfg.DATA.TRAIN.REPLICATE,
+            prob_weights=train_ds.prob_weights, normalizer=train_ds.normalizer, encoding=train_ds.encoding,
+        )
         plain.set_random_state(seed=cfg.SYSTEM.SEED + 1)
         pairs = [(it["image"], it["label"]) for it in (plain[i] for i in range(min(cfg.AUGMENTOR.AUG_NUM_SAMPLES, len(plain))))]
         write_aug_samples(train_ds.transform, pairs, aug_dir, cfg.AUGMENTOR.DRAW_GRID)
@@ -107,7 +110,7 @@ def train(
     if early is not None:
         own.append(early)
 
-    counts, n_valid = get_encoding(cfg).class_counts([s.target for s in train_ds.samples])
+    counts, n_valid = get_encoding(cfg).class_counts(train_ds.targets())
     model = SegModel(cfg.model_dump(mode="json"), counts.tolist(), data.normalizer.state(), n_valid)
     model.monitor = monitor
     if cfg.MODEL.LOAD_CHECKPOINT:
