@@ -358,6 +358,32 @@ def _gpu_not_present(c: Ctx) -> list[str]:
     return c.run(c.config(), "--gpu", "3")
 
 
+def _containers(c: Ctx, mask_shape: tuple[int, ...] = (16, 32, 32), data: dict | None = None, **train: object) -> list[str]:
+    """Train from a Zarr image and mask (3D, 16x32x32) read patch by patch, with ``train`` keys in DATA.TRAIN and
+    ``data`` keys in DATA."""
+    import zarr
+
+    for name, shape in (("x", (16, 32, 32)), ("y", mask_shape)):
+        zarr.create_array(str(c.tmp / name / "a.zarr"), data=np.zeros(shape, np.uint8), chunks=(8, 32, 32))
+    config = tiny_config(c.data3d, "3D", DATA={"PATCH_SIZE": "(8, 16, 16, 1)", "VAL": {"SPLIT_TRAIN": 0.5}, **(data or {})})
+    config["DATA"]["TRAIN"] = {"PATH": str(c.tmp / "x"), "GT_PATH": str(c.tmp / "y"), "IN_MEMORY": False, **train}
+    return c.run(write_yaml(c.tmp / "c.yaml", config))
+
+
+def _h5_without_labels(c: Ctx) -> list[str]:
+    import h5py
+
+    (c.tmp / "vols").mkdir()
+    with h5py.File(c.tmp / "vols" / "a.h5", "w") as f:
+        f["raw"] = np.zeros((16, 32, 32), np.uint8)
+    config = tiny_config(c.data3d, "3D")
+    config["DATA"]["TRAIN"] = {
+        "PATH": str(c.tmp / "vols"), "GT_PATH": str(c.tmp / "vols"), "INPUT_ZARR_MULTIPLE_DATA": True,
+        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "raw", "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "labels",
+    }  # fmt: skip
+    return c.run(write_yaml(c.tmp / "c.yaml", config))
+
+
 # --------------------------------------------------------------------------------------------- the catalogue
 @dataclass(frozen=True)
 class Case:
@@ -498,6 +524,30 @@ CASES = [
         lambda c: _damage(c, 2, lambda d: (d / "train/y/img_003.tif").rename(d / "train/y/img_007.tif")),
         ("image img_003.tif is paired with mask img_007.tif", "rename the files"),
         "rename the files so images and masks sort in the same order",
+    ),
+    Case(
+        "hdf5_dataset_path_missing",
+        _h5_without_labels,
+        ("{tmp}/vols/a.h5", "no dataset 'labels' inside (it holds: raw)", "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH / _GT_PATH"),
+        "set DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH / _GT_PATH to datasets the files hold",
+    ),
+    Case(
+        "zarr_axes_order_does_not_fit",
+        lambda c: _containers(c, INPUT_IMG_AXES_ORDER="CZYX"),
+        ("{tmp}/x/a.zarr", "the axes order CZYX has 4 letters but the array has 3 axes (16, 32, 32)", "set DATA.TRAIN.INPUT_IMG_AXES_ORDER"),
+        "set INPUT_IMG_AXES_ORDER (or INPUT_MASK_AXES_ORDER) to the order the arrays are stored in",
+    ),
+    Case(
+        "zarr_image_and_mask_shapes_differ",
+        lambda c: _containers(c, mask_shape=(16, 32, 30)),
+        ("train: image {tmp}/x/a.zarr has shape (16, 32, 32) but its mask {tmp}/y/a.zarr has (16, 32, 30)",),
+        "give the mask the image's size",
+    ),
+    Case(
+        "lazy_masks_with_probability_map",
+        lambda c: _containers(c, data={"PROBABILITY_MAP": True, "EXTRACT_RANDOM_PATCH": True}),
+        ("{tmp}/y/a.zarr", "DATA.PROBABILITY_MAP need(s) every mask pixel at once", "set DATA.TRAIN.IN_MEMORY"),
+        "set DATA.TRAIN.IN_MEMORY: true, or turn DATA.PROBABILITY_MAP off",
     ),
     Case(
         "image_mask_shape_mismatch",

@@ -12,8 +12,9 @@ from conftest import tiny_config
 
 from segflow.config.loader import build_config
 from segflow.config.schema import NormalizationConfig
+from segflow.data.loading import n_val_images, split_train_val
 from segflow.data.normalize import Normalizer
-from segflow.data.pairs import n_val_images, pair_files, split_train_val
+from segflow.data.pairs import pair_files
 from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
 from segflow.training.datasets import load_data
@@ -353,7 +354,7 @@ def test_single_3d_stack_split_along_z(tmp_path: Path) -> None:
 
 
 def test_single_image_too_small_to_split() -> None:
-    from segflow.data.pairs import Sample
+    from segflow.data.sources import Sample
 
     s = Sample("one", np.zeros((1, 32, 1), np.float32), np.zeros((1, 32), np.uint8), Path("one.tif"))
     with pytest.raises(SegflowError, match=r"one.tif: too small along its first axis \(1\)"):

@@ -12,8 +12,9 @@ import tifffile
 from conftest import tiny_config
 
 from segflow.config.loader import build_config
-from segflow.data.pairs import Sample, TrainData
+from segflow.data.loading import TrainData
 from segflow.data.patches import PatchDataset, axis_starts, fit_to_patch, grid_starts, probability_map, write_prob_maps
+from segflow.data.sources import Sample
 from segflow.errors import SegflowError
 
 

@@ -13,8 +13,8 @@ from segflow.config.loader import build_config
 from segflow.config.schema import NormalizationConfig
 from segflow.data import normalize
 from segflow.data.normalize import Normalizer, percentile_sample
-from segflow.data.pairs import Sample
 from segflow.data.patches import PatchDataset, grid_starts
+from segflow.data.sources import Sample
 from segflow.encodings import get_encoding
 
 
@@ -92,7 +92,7 @@ def test_each_patch_is_normalised_as_the_whole_image(norm) -> None:
 
 def test_padded_small_image_keeps_the_unpadded_statistics(tmp_path) -> None:
     """Padding by reflection repeats pixels; the mean and std stay those of the image as it was read."""
-    from segflow.data.pairs import TrainData
+    from segflow.data.loading import TrainData
     from segflow.training.datasets import make_datasets
 
     cfg = build_config(tiny_config(tmp_path, DATA={"REFLECT_TO_COMPLETE_SHAPE": True, "NORMALIZATION": {"TYPE": "zero_mean_unit_variance"}}))[0]
@@ -135,3 +135,39 @@ def test_percentiles_are_exact_up_to_the_sample_size_and_bounded_beyond(monkeypa
     assert Normalizer(cfg).clip_range(ramp)[0] == pytest.approx(np.percentile(ramp, 1)) and np.percentile(ramp, 1) > 3
     monkeypatch.setattr(normalize, "PERCENTILE_SAMPLE", 900)
     assert Normalizer(cfg).clip_range(ramp) == (0.0, 399.0)
+
+
+def test_training_data_comes_from_the_source_that_accepts_the_path(tmp_path, monkeypatch) -> None:
+    """A new kind of storage is one class in SOURCES: load_train_data asks each in order, and patches are cut
+    from whatever arrays it hands out (here a read-only memory map)."""
+    from segflow.data import sources
+    from segflow.training.datasets import load_data, make_datasets
+
+    stack = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(64, 64, 1))
+    stack[:] = np.arange(64, dtype=np.uint8)[None, :, None]
+    stack.flush()
+    image = np.load(tmp_path / "x.npy", mmap_mode="r")
+
+    class Mapped:
+        name = "mapped"
+
+        @staticmethod
+        def accepts(cfg, image_path: str) -> bool:
+            return image_path.endswith(".mapped")
+
+        def samples(self, cfg, image_path, mask_path, what, rules):
+            mask = (image[..., 0] > 31).astype(np.uint8)
+            rules.check_mask(mask, Path(image_path))
+            return [sources.Sample("m", image, mask, Path(image_path))]
+
+    monkeypatch.setattr(sources, "SOURCES", [Mapped, *sources.SOURCES])
+    tree = tiny_config(tmp_path, DATA={"VAL": {"SPLIT_TRAIN": 0.0}})
+    tree["DATA"]["TRAIN"] = {"PATH": str(tmp_path / "volume.mapped"), "GT_PATH": str(tmp_path / "volume.mapped")}
+    cfg = build_config(tree)[0]
+    data = load_data(cfg)
+    assert isinstance(data.train[0].image, np.memmap) and data.train[0].name == "m"
+    train_ds, _ = make_datasets(cfg, data)
+    x, y = train_ds.crop(0, (0, 16))
+    np.testing.assert_allclose(x[0, :, 0], np.arange(16, 48) / 255, rtol=1e-6)
+    np.testing.assert_array_equal(y[0, :, 0], np.arange(16, 48) > 31)
+    assert isinstance(sources.open_source(cfg, str(tmp_path)), sources.FolderSource)

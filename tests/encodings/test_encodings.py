@@ -14,8 +14,8 @@ from PIL import Image
 
 from segflow.config.loader import build_config
 from segflow.data.normalize import Normalizer
-from segflow.data.pairs import Sample
 from segflow.data.patches import PatchDataset
+from segflow.data.sources import Sample
 from segflow.encodings import (
     bits,
     double_membrane,
@@ -26,8 +26,8 @@ from segflow.encodings import (
 from segflow.evaluation.metrics import Scorer
 from segflow.evaluation.testphase import run_test
 from segflow.inference.predictor import Predictor
+from segflow.io.formats import voc_colormap
 from segflow.io.images import read_image
-from segflow.io.palette import voc_colormap
 from segflow.io.paths import RunPaths
 from segflow.models.losses import SegmentationLoss
 

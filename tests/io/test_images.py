@@ -10,7 +10,8 @@ import pytest
 import tifffile
 
 from segflow.errors import SegflowError
-from segflow.io.images import list_images, read_image, read_mask, write_tiff
+from segflow.io.formats import write_tiff
+from segflow.io.images import list_images, read_image, read_mask
 
 
 def ramp(shape: tuple[int, ...], dtype=np.uint8, scale: float = 1.0) -> np.ndarray:
@@ -366,14 +367,12 @@ def test_palette_png_mask_reads_class_indices_and_image_reads_colours(tmp_path):
 
 # ------------------------------------------------------------------------------------------ permissions, empty, expectations
 def test_unreadable_file_says_permission_denied_not_corrupt(tmp_path: Path, monkeypatch) -> None:
-    import segflow.io.images
-
     tifffile.imwrite(tmp_path / "a.tif", ramp((8, 8)))
 
     def denied(*args, **kwargs):  # root reads anything: raise what open() raises for a normal user
         raise PermissionError(13, "Permission denied", str(tmp_path / "a.tif"))
 
-    monkeypatch.setattr(segflow.io.images.tifffile, "TiffFile", denied)
+    monkeypatch.setattr(tifffile, "TiffFile", denied)
     with pytest.raises(SegflowError, match=r"a.tif: permission denied; make it readable") as err:
         read_image(tmp_path / "a.tif", 2)
     assert "corrupt" not in str(err.value)

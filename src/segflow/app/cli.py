@@ -72,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: TEST.BATCH_SIZE of the model, -1 = the device's best: about 262,144 pixels a batch on the CPU)")
     pred.add_argument("--gpu", default=None, help="GPU id such as 0, or 'cpu' (default: a GPU when present)")
 
+    lm = sub.add_parser("build-lmdb", help="store the 2D images and masks of two folders as train and val LMDB databases")
+    lm.add_argument("--image_folder", required=True, help="folder of the images")
+    lm.add_argument("--mask_folder", required=True, help="folder of the masks (class ids), paired with the images by name")
+    lm.add_argument("--output_folder", required=True, help="where <dataset_name>-train.lmdb and -val.lmdb are written")
+    lm.add_argument("--dataset_name", required=True, help="the name of the two databases")
+    lm.add_argument("--train_fraction", type=float, default=0.8, help="fraction of the records to train on (default 0.8)")
+    lm.add_argument("--image_format", default="tif", help="suffix of the images to read: tif, png, jpg, npy (default tif)")
+    # NIST's tool takes --use_tiling 0/1; a bare --use_tiling means 1.
+    lm.add_argument("--use_tiling", type=int, nargs="?", const=1, default=0, choices=[0, 1], help="cut images into tiles")
+    lm.add_argument("--tile_size", type=int, default=256, help="tile edge in pixels with --use_tiling (default 256)")
+    lm.add_argument("--seed", type=int, default=0, help="seed of the shuffle that splits train from val (default 0)")
+    lm.add_argument("--overwrite", action="store_true", help="replace databases of that name")
+
     sub.add_parser("reference", help="print the configuration reference (Markdown) generated from the schema")
     return p
 
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
             run(args.config, args.result_dir, args.name, args.run_id, args.gpu, args.overrides, args.overwrite, args.resume)
         elif args.command == "check":
-            from segflow.app.run import check
+            from segflow.app.check import check
 
             check(args.config, args.overrides)
         elif args.command == "init":
@@ -108,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             predict_images(
                 args.model, args.image, args.output, args.input_dir, args.output_dir,
                 args.tta, args.probabilities, args.overlap, args.batch_size, args.gpu,
+            )
+        elif args.command == "build-lmdb":
+            from segflow.app.build_lmdb import build_lmdb
+
+            build_lmdb(
+                args.image_folder, args.mask_folder, args.output_folder, args.dataset_name, args.train_fraction,
+                args.image_format, bool(args.use_tiling), args.tile_size, args.seed, args.overwrite,
             )
         elif args.command == "reference":
             from segflow.config.reference import reference_markdown

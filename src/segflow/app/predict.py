@@ -10,13 +10,8 @@ import numpy as np
 from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
 from segflow.inference.predictor import Predictor
-from segflow.io.images import (
-    IMAGE_EXTENSIONS,
-    check_output_suffix,
-    list_images,
-    read_image,
-    write_output,
-)
+from segflow.io.formats import SUFFIXES
+from segflow.io.images import check_output_suffix, list_images, read_image, write_output
 from segflow.progress import each_image
 
 
@@ -117,9 +112,9 @@ def _check_input(src: Path) -> None:
         )
     if not src.is_file():
         raise SegflowError(f"{src}: no such image file")
-    if src.suffix.lower() not in IMAGE_EXTENSIONS:
+    if src.suffix.lower() not in SUFFIXES:
         suffix = src.suffix.lower()
-        raise SegflowError(f"{src}: unsupported file type '{suffix}'; segflow reads {', '.join(IMAGE_EXTENSIONS)}")
+        raise SegflowError(f"{src}: unsupported file type '{suffix}'; segflow reads {', '.join(SUFFIXES)}")
     if not os.access(src, os.R_OK):
         raise SegflowError(f"{src}: permission denied; make it readable (chmod a+r) by your user")
 

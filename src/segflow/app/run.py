@@ -1,4 +1,4 @@
-"""The ``run`` and ``check`` commands: config, then training and the test phase, as the config says."""
+"""The ``run`` command: config, then training and the test phase, as the config says; the checks ``check`` shares."""
 
 from __future__ import annotations
 
@@ -8,23 +8,16 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from segflow.config.loader import load_config
 from segflow.config.schema import Config
-from segflow.data.pairs import (
-    Sample,
-    TrainData,
-    list_pairs,
-    n_val_images,
-    read_pair,
-    split_train_val,
-)
+from segflow.data.loading import TrainData
+from segflow.data.pairs import list_pairs, read_pair
+from segflow.data.sources import Sample
 from segflow.errors import SegflowError
 from segflow.io.paths import RunPaths
 
 
-def _print_warnings(warnings: list[str]) -> None:
+def print_warnings(warnings: list[str]) -> None:
     for w in warnings:
         print(f"warning: {w}")
 
@@ -171,7 +164,7 @@ def run(
     if overwrite and resume_run:
         raise SegflowError("--overwrite and --resume contradict each other (train afresh, or continue); give one of them")
     cfg, warnings = load_config(config_path, overrides)
-    _print_warnings(warnings)
+    print_warnings(warnings)
     paths = RunPaths.checked(result_dir, name, str(run_id))
     if not cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE:
         raise SegflowError(f"{config_path}: TRAIN.ENABLE and TEST.ENABLE are both false; nothing to do")
@@ -220,97 +213,3 @@ def _plan(
         # The config copy about to be written must describe the network that was trained.
         check_model_matches(checkpoint, load_checkpoint(checkpoint), cfg)
     return train_now, resume if train_now else None, data, checkpoint
-
-
-def _describe(
-    label: str, cfg: Config, image_dir: str, mask_dir: str | None, what: str
-) -> list[tuple[Path, tuple[int, ...]]]:
-    """Read and check every image (and mask) of a folder, print what was found; return each image with its shape."""
-    from segflow.encodings import get_encoding
-
-    pairs = list_pairs(image_dir, mask_dir, what)
-    shapes, dtypes = set(), set()
-    enc = get_encoding(cfg)
-    counts = np.zeros(enc.n, dtype=np.int64)
-    total = 0
-    lo, hi = np.inf, -np.inf
-    samples, constant = [], []
-    for img_path, mask_path in pairs:
-        image, mask = read_pair(cfg, img_path, mask_path, what, enc)
-        if image.size and image.min() == image.max():
-            constant.append((img_path, image.flat[0]))
-        shapes.add(image.shape)
-        dtypes.add(str(image.dtype))
-        if mask is not None:
-            valid = mask[mask != cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID] if cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID >= 0 else mask.ravel()
-            total += valid.size
-            if enc.regression:
-                lo, hi = min(lo, float(valid.min(initial=np.inf))), max(hi, float(valid.max(initial=-np.inf)))
-            elif (found := enc.mask_counts(valid)) is not None:
-                counts += found
-        samples.append((img_path, image.shape))
-    print(f"{label}: {len(pairs)} image{'s' if len(pairs) != 1 else ''}" + (" with masks" if mask_dir else "") + f" from {image_dir}")
-    if mask_dir is not None:
-        _print_pairs(pairs)
-    print(f"  shapes {', '.join(str(s) for s in sorted(shapes))}; dtypes {', '.join(sorted(dtypes))}")
-    if mask_dir is not None and total:
-        if enc.regression:
-            print(enc.describe(lo, hi))
-        elif enc.mask_counts(np.zeros(0, np.int64)) is not None:
-            what_is = "bit classes (pixel fraction, classes may overlap)" if enc.bitwise else "classes (pixel fraction)"
-            print(f"  {what_is}: " + ", ".join(f"{c}: {k / total:.1%}" for c, k in enumerate(counts)))
-            for c in np.flatnonzero(counts == 0):
-                print(f"  warning: class {c} never occurs in these masks")
-    for path, value in constant:
-        print(f"  warning: {path}: every pixel is {value}; a constant image teaches the network nothing (a failed export or conversion?)")
-    return samples
-
-
-def _print_pairs(pairs: list[tuple[Path, Path | None]], shown: int = 3) -> None:
-    """The first few image <-> mask pairs and how many more: pairing is by sorted name, so a user can see it."""
-    lines = [f"{img.name} <-> {mask.name}" for img, mask in pairs[:shown] if mask is not None]
-    more = f" and {len(pairs) - shown} more" if len(pairs) > shown else ""
-    print(f"  pairs: {', '.join(lines)}{more}")
-
-
-def _placeholders(shapes: list[tuple[Path, tuple[int, ...]]]) -> list[Sample]:
-    """Samples of the given shapes that hold no pixels (a broadcast zero), to run the real split on."""
-    return [Sample(p.stem, np.broadcast_to(np.zeros((), np.uint8), shape), None, p) for p, shape in shapes]
-
-
-def check(config_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Validate the config and read every image and mask it names, printing what was found."""
-    from segflow.training.datasets import check_patch_fits_model
-
-    cfg, warnings = load_config(config_path, overrides)
-    _print_warnings(warnings)
-    check_patch_fits_model(cfg)
-    d = cfg.DATA
-    print(f"Config {config_path}: valid ({cfg.PROBLEM.NDIM}, {cfg.MODEL.N_CLASSES} classes, patch {tuple(d.PATCH_SIZE)}, {cfg.MODEL.ARCHITECTURE})")
-    if cfg.TRAIN.ENABLE:
-        train_shapes = _describe("train", cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train")
-        if not d.VAL.FROM_TRAIN:
-            val_shapes = _describe("validation", cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation")
-            train, val = _placeholders(train_shapes), _placeholders(val_shapes)
-        else:
-            train, val = split_train_val(_placeholders(train_shapes), d.VAL.SPLIT_TRAIN, d.VAL.RANDOM, cfg.SYSTEM.SEED)
-            n_val = n_val_images(len(train_shapes), d.VAL.SPLIT_TRAIN)
-            if not val:
-                print(f"validation: none (DATA.VAL.SPLIT_TRAIN={d.VAL.SPLIT_TRAIN:g})")
-            elif n_val:
-                print(f"validation: {n_val} of the training images (DATA.VAL.SPLIT_TRAIN={d.VAL.SPLIT_TRAIN})")
-            else:
-                shape = val[0].image.shape[:-1]
-                print(f"validation: the last {d.VAL.SPLIT_TRAIN:.0%} of the single training image, {shape}")
-        small = [s for _, s in train_shapes if any(a < p for a, p in zip(s[:-1], cfg.spatial_patch))]
-        if small and not d.REFLECT_TO_COMPLETE_SHAPE:
-            raise SegflowError(
-                f"{len(small)} training image(s) (e.g. shape {small[0][:-1]}) are smaller than DATA.PATCH_SIZE {cfg.spatial_patch}; "
-                "use a smaller patch or DATA.REFLECT_TO_COMPLETE_SHAPE: true"
-            )
-        check_split_fits_patch(cfg, train, val)
-    if cfg.TEST.ENABLE:
-        test_shapes = _describe("test", cfg, d.TEST.PATH, d.TEST.GT_PATH if d.TEST.LOAD_GT else None, "test")
-        check_stack_sizes(cfg, test_shapes)
-    print("OK: config and data are ready")
-    return cfg

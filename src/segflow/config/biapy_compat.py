@@ -23,8 +23,6 @@ SAME_AS_SEGFLOW: dict[str, tuple[Any, ...]] = {
     "TEST.AUGMENTATION_MODE": ("mean",),  # test-time augmentation averages the views
     "DATA.VAL.DIST_EVAL": (True,),  # in a multi-GPU run every GPU validates its share
     "PATHS.PROB_MAP_FILENAME": ("prob_map.npy",),
-    # The axis order of Zarr/H5 files, which segflow does not read.
-    **{f"DATA.{p}.INPUT_{k}_AXES_ORDER": ("tzcyx",) for p in ("TRAIN", "VAL") for k in ("IMG", "MASK")},
 }
 
 RESOLUTION_KEYS = ("DATA.TRAIN.RESOLUTION", "DATA.VAL.RESOLUTION", "DATA.TEST.RESOLUTION")
@@ -39,8 +37,6 @@ SWITCHES: dict[str, str] = {
         ("SALT_AND_PEPPER_", "SALT_AND_PEPPER"),
     )},  # fmt: skip  # noqa: RUF028 (keeps the hand-laid table if a formatter is run)
     "DATA.VAL.CROSS_VAL_": "DATA.VAL.CROSS_VAL",
-    "DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA_": "DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA",
-    "DATA.VAL.INPUT_ZARR_MULTIPLE_DATA_": "DATA.VAL.INPUT_ZARR_MULTIPLE_DATA",
     "DATA.TEST.BINARY_MASKS": "TEST.POST_PROCESSING.APPLY_MASK",
     "DATA.FILTER_BY_IMAGE": "DATA.TRAIN.FILTER_SAMPLES.ENABLE",
     "MODEL.TORCHVISION_MODEL_NAME": "MODEL.SOURCE",

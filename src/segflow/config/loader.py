@@ -148,6 +148,8 @@ def _is_disabled(value: Any) -> bool:
 # semantic segmentation, so they are reported, not refused.
 OTHER_WORKFLOWS = tuple(
     f"PROBLEM.{w}." for w in ("INSTANCE_SEG", "DETECTION", "DENOISING", "SUPER_RESOLUTION", "SELF_SUPERVISED", "CLASSIFICATION", "IMAGE_TO_IMAGE")
+) + tuple(  # the ids, partners and locations of BiaPy's synapse detection in Zarr/HDF5 files
+    f"DATA.{part}.INPUT_ZARR_MULTIPLE_DATA_{what}_PATH" for part in ("TRAIN", "VAL") for what in ("ID", "PARTNERS", "LOCATIONS", "RESOLUTION")
 )
 
 

@@ -90,17 +90,39 @@ class NormalizationConfig(Section):
         return self
 
 
-class TrainDataConfig(Section):
+class ArraysConfig(Section):
+    """How Zarr and HDF5 arrays are laid out (BiaPy's keys), shared by DATA.TRAIN and DATA.VAL."""
+
+    INPUT_IMG_AXES_ORDER: str = Field(
+        "TZCYX",
+        description="Axis order of images stored in Zarr or HDF5 files, with BiaPy's letters T, Z, C, Y, X (one T and, in 2D, one Z "
+        "are used). With the default, an array of fewer axes is read as (Z)YX, or (Z)YXC when it has one axis more.",
+    )
+    INPUT_MASK_AXES_ORDER: str = Field("TZCYX", description="Axis order of masks stored in Zarr or HDF5 files, as INPUT_IMG_AXES_ORDER; a C axis must hold one channel.")
+    INPUT_ZARR_MULTIPLE_DATA: bool = Field(
+        False,
+        description="Each Zarr or HDF5 file of PATH holds both the image (at INPUT_ZARR_MULTIPLE_DATA_RAW_PATH) and its mask (at "
+        "INPUT_ZARR_MULTIPLE_DATA_GT_PATH); GT_PATH is not read. Off: each file holds one array, images in PATH and masks in GT_PATH paired by name.",
+    )
+    INPUT_ZARR_MULTIPLE_DATA_RAW_PATH: str = Field("", description="With INPUT_ZARR_MULTIPLE_DATA: the image array's path inside each file, e.g. volumes/raw.")
+    INPUT_ZARR_MULTIPLE_DATA_GT_PATH: str = Field("", description="With INPUT_ZARR_MULTIPLE_DATA: the mask array's path inside each file, e.g. volumes/labels.")
+
+
+class TrainDataConfig(ArraysConfig):
     PATH: str = Field("user_data/train/x", description="Folder of training images (relative paths resolve against the config file's folder).")
     GT_PATH: str = Field("user_data/train/y", description="Folder of training masks, paired with the images by sorted file name.")
-    IN_MEMORY: bool = Field(True, description="Keep decoded images in memory (segflow always does for training; kept for BiaPy files).")
+    IN_MEMORY: bool = Field(
+        True,
+        description="Zarr and HDF5 arrays: read each whole into memory (true) or one patch at a time (false: data larger than RAM). "
+        "Image files in folders (TIFF, PNG, ...) are always decoded into memory.",
+    )
     REPLICATE: int = Field(0, ge=0, description="With EXTRACT_RANDOM_PATCH: repeat the image list this many times per epoch (0 or 1 = once).")
     OVERLAP: Overlap = Field((0, 0), description="Without EXTRACT_RANDOM_PATCH: minimum overlap of the training patch grid, fraction per axis in [0, 1).")
     PADDING: tuple[int, ...] = Field((0, 0), description="Accepted for BiaPy files; segflow cuts training patches without padding.")
     CHECK_DATA: bool = Field(True, description="Check every mask's values against MODEL.N_CLASSES before training.")
 
 
-class ValDataConfig(Section):
+class ValDataConfig(ArraysConfig):
     FROM_TRAIN: bool = Field(True, description="Take the validation set from the training images (SPLIT_TRAIN) instead of PATH/GT_PATH.")
     SPLIT_TRAIN: float = Field(
         0.1,
@@ -112,7 +134,7 @@ class ValDataConfig(Section):
     RANDOM: bool = Field(True, description="Shuffle the images (with SYSTEM.SEED) before the split.")
     PATH: str = Field("user_data/val/x", description="Folder of validation images when FROM_TRAIN is false.")
     GT_PATH: str = Field("user_data/val/y", description="Folder of validation masks when FROM_TRAIN is false.")
-    IN_MEMORY: bool = Field(True, description="Accepted for BiaPy files; validation images are kept in memory.")
+    IN_MEMORY: bool = Field(True, description="As DATA.TRAIN.IN_MEMORY, for validation images read from PATH.")
     OVERLAP: Overlap = Field((0, 0), description="Overlap of the validation patch grid, fraction per axis in [0, 1).")
     PADDING: tuple[int, ...] = Field((0, 0), description="Accepted for BiaPy files; validation patches are cut without padding.")
 

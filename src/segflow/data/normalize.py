@@ -7,6 +7,7 @@ normalised one at a time and a data source only has to hand out raw arrays.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from segflow.config.schema import NormalizationConfig
 from segflow.errors import SegflowError
+from segflow.io.lazy import slabs, value_range
 
 # PERC_CLIP's percentiles are taken over at most this many values: exact for images up to 16.7 M values
 # (a 64x512x512 stack), and for larger ones (memory maps, chunked arrays) a bounded read and sort.
@@ -28,7 +30,8 @@ def percentile_sample(image: np.ndarray, limit: int | None = None) -> np.ndarray
     if image.size <= limit:
         return np.asarray(image)
     n = image.shape[0]
-    rows = np.unique(np.linspace(0, n - 1, max(1, min(n, limit // max(1, image[0].size)))).round().astype(int))
+    per_row = max(1, math.prod(image.shape[1:]))
+    rows = np.unique(np.linspace(0, n - 1, max(1, min(n, limit // per_row))).round().astype(int))
     values = np.concatenate([np.asarray(image[int(i)]).ravel() for i in rows])
     return values[:: -(-values.size // limit)]
 
@@ -75,7 +78,7 @@ class Normalizer:
         if self.cfg.TYPE == "div" and self.wide_divisor is not None and is_wide_int(image.dtype):
             wide_range(image, clip, where)
         if self.cfg.TYPE == "scale_range":
-            lo, hi = float(image.min()), float(image.max())
+            lo, hi = (float(v) for v in value_range(image))
             if "clip" in out:  # clipping is monotone: the clipped extremes are the clipped raw extremes
                 lo, hi = (float(np.clip(v, *out["clip"])) for v in (lo, hi))
             out["range"] = (lo, hi)
@@ -121,9 +124,9 @@ class Normalizer:
     def _moments(image: np.ndarray, clip: tuple[float, float] | None) -> tuple[float, float, float]:
         """Pixel count, sum and sum of squares, in float64, one slab of the first axis at a time."""
         n = total = squares = 0.0
-        step = max(1, int(2**24 // max(1, image[0].size)))
-        for i in range(0, image.shape[0], step):
-            slab = np.asarray(image[i : i + step], dtype=np.float64)
+        rows = slabs(image)
+        for i in rows:
+            slab = np.asarray(image[i : i + rows.step], dtype=np.float64)
             if clip is not None:
                 np.clip(slab, *clip, out=slab)
             n += slab.size
@@ -177,7 +180,7 @@ class Normalizer:
 def wide_range(image: np.ndarray, clip: tuple[float, float] | None, where: str | Path) -> tuple[int, int]:
     """The value range (within ``clip``, PERC_CLIP's percentiles) of an integer image wider than 16 bits,
     which TYPE 'div' divides as 8- or 16-bit data; values outside 0..65535 are an error naming ``where``."""
-    lo, hi = (int(image.min()), int(image.max())) if clip is None else (int(np.floor(clip[0])), int(np.ceil(clip[1])))
+    lo, hi = tuple(int(v) for v in value_range(image)) if clip is None else (int(np.floor(clip[0])), int(np.ceil(clip[1])))
     if lo < 0 or hi > WIDE_INT_LIMIT:
         raise SegflowError(
             f"{where}: {image.dtype} image with values {lo}..{hi}; DATA.NORMALIZATION.TYPE div divides integer "

@@ -1,14 +1,9 @@
-"""Image/mask pairs from folders: pairing, checks, the validation split and the training data.
-
-Images are read in their own dtype and kept so (a quarter of float32's memory for 8-bit data): they are
-normalised, and masks encoded, one patch at a time (``data.patches``), with the statistics each
-``Sample`` carries.
-"""
+"""Image/mask pairs from folders: pairing by name, reading, and the checks every pair passes (channels,
+shapes, finite values, mask values against the encoding). Images are returned in their stored dtype."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -18,21 +13,6 @@ from segflow.config.schema import Config
 from segflow.data.normalize import Normalizer, is_wide_int, wide_range
 from segflow.errors import SegflowError
 from segflow.io.images import list_images, read_image, read_mask
-
-
-@dataclass
-class Sample:
-    """One image ``(*spatial, C)`` in its raw dtype with its mask ``(*spatial)`` (or None) and where it came from."""
-
-    name: str
-    image: np.ndarray
-    mask: np.ndarray | None
-    path: Path
-    mask_path: Path | None = None
-    # Normalizer.stats of the image, measured on the whole image once: each patch is normalised with them.
-    stats: dict | None = None
-    # The whole mask encoded, kept only for encodings whose target depends on the whole image (region, distance).
-    target: np.ndarray | None = None
 
 
 class MaskRules(Protocol):
@@ -151,64 +131,3 @@ def read_pairs(
 
 def _key(what: str) -> str:
     return {"train": "DATA.TRAIN", "validation": "DATA.VAL", "test": "DATA.TEST"}[what]
-
-
-@dataclass
-class TrainData:
-    """Training and validation samples (raw images with their statistics) plus the fitted normaliser."""
-
-    train: list[Sample]
-    val: list[Sample]
-    normalizer: Normalizer
-
-    def normalized(self, sample: Sample) -> np.ndarray:
-        """The whole image of ``sample`` as the network sees it, float32 ``(*spatial, C)``."""
-        return self.normalizer.apply(sample.image, sample.stats)
-
-
-def n_val_images(n_images: int, fraction: float) -> int:
-    """Validation images held out of ``n_images`` (at least one, never all); 0 for a single image."""
-    if fraction <= 0 or n_images < 2:
-        return 0
-    return min(n_images - 1, max(1, round(n_images * fraction)))
-
-
-def split_train_val(samples: list[Sample], fraction: float, shuffle: bool, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold out ``fraction`` of the images; with one image, hold out the end of its first axis."""
-    if fraction <= 0:
-        return samples, []
-    if len(samples) == 1:
-        s = samples[0]
-        n = s.image.shape[0]
-        cut = n - max(1, round(n * fraction))
-        if cut < 1:
-            raise SegflowError(f"{s.path}: too small along its first axis ({n}) to hold out DATA.VAL.SPLIT_TRAIN={fraction}")
-        head = Sample(s.name, s.image[:cut], None if s.mask is None else s.mask[:cut], s.path, s.mask_path)
-        tail = Sample(s.name + "_val", s.image[cut:], None if s.mask is None else s.mask[cut:], s.path, s.mask_path)
-        return [head], [tail]
-    order = np.arange(len(samples))
-    if shuffle:
-        np.random.default_rng(seed).shuffle(order)
-    n_val = n_val_images(len(samples), fraction)
-    # Hold out the end of the (shuffled) list, as BiaPy's train_test_split does and as the single-image
-    # case holds out the end of the image.
-    val_idx = set(order[len(order) - n_val :].tolist())
-    return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
-
-
-def load_train_data(cfg: Config, rules: MaskRules) -> TrainData:
-    """Read and check the training images (their masks against ``rules``, the encoding), split off the
-    validation set, and fit the normaliser on the training part only (no validation pixels leak into it).
-    Images stay raw: each sample carries its normalisation statistics, applied patch by patch."""
-    d = cfg.DATA
-    rules_or_none = rules if d.TRAIN.CHECK_DATA else None
-    raw = [Sample(p.stem, img, msk, p, mp) for p, img, mp, msk in read_pairs(cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train", rules_or_none)]
-    if d.VAL.FROM_TRAIN:
-        train, val = split_train_val(raw, d.VAL.SPLIT_TRAIN, d.VAL.RANDOM, cfg.SYSTEM.SEED)
-    else:
-        train = raw
-        val = [Sample(p.stem, img, msk, p, mp) for p, img, mp, msk in read_pairs(cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation", rules_or_none)]
-    normalizer = Normalizer(d.NORMALIZATION)
-    normalizer.fit([s.image for s in train])
-    train, val = ([replace(s, stats=normalizer.stats(s.image, str(s.path))) for s in part] for part in (train, val))
-    return TrainData(train=train, val=val, normalizer=normalizer)

@@ -16,9 +16,10 @@ import torch
 from monai.transforms import Randomizable
 
 from segflow.data.normalize import Normalizer
-from segflow.data.pairs import Sample
+from segflow.data.sources import Sample
 from segflow.errors import SegflowError
-from segflow.io.images import write_tiff
+from segflow.io.formats import write_tiff
+from segflow.io.lazy import slabs
 
 
 def axis_starts(size: int, patch: int, overlap: float = 0.0) -> list[int]:
@@ -140,6 +141,7 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
         encoding: TargetEncoding | None = None,
     ) -> None:
         self.normalizer, self.encoding = normalizer, encoding
+        _check_lazy_masks(samples, encoding, prob_weights is not None, class_balanced)
         if encoding is not None and encoding.halo is None:  # targets that need the whole mask: encoded once
             samples = [s if s.mask is None or s.target is not None else replace(s, target=encoding.encode(s.mask)) for s in samples]
         self.samples = samples
@@ -223,10 +225,14 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
         return self.encoding.encode(s.mask[outer])[inner]
 
     def targets(self) -> Iterator[np.ndarray]:
-        """Every sample's whole target ``(*spatial, T)``, one at a time (class pixel counts)."""
+        """Every sample's target ``(rows, *spatial[1:], T)``, one slab of the first axis at a time (class pixel
+        counts: a lazy mask is never read whole)."""
         for i, s in enumerate(self.samples):
-            if s.mask is not None:
-                yield self.target(i, tuple(slice(0, n) for n in s.mask.shape))
+            if s.mask is None:
+                continue
+            rows = slabs(s.mask)
+            for r in rows:
+                yield self.target(i, (slice(r, min(r + rows.step, s.mask.shape[0])), *(slice(0, n) for n in s.mask.shape[1:])))
 
     def __getitem__(self, k: int) -> dict[str, np.ndarray]:
         i, start = self.index[k]
@@ -234,6 +240,21 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
             i, start, _ = self.random_start(i)
         item = to_tensors(*self.crop(i, start))
         return self.transform(item) if self.transform is not None else item
+
+
+def _check_lazy_masks(samples: list[Sample], encoding: TargetEncoding | None, prob_map: bool, balanced: bool) -> None:
+    """Masks read lazily (``IN_MEMORY: false``) cannot yet give what needs every pixel at once."""
+    lazy = next((s for s in samples if s.mask is not None and not isinstance(s.mask, np.ndarray)), None)
+    if lazy is None:
+        return
+    needs = [k for k, on in (("DATA.PROBABILITY_MAP", prob_map), ("DATA.CLASS_BALANCED_SAMPLING", balanced)) if on]
+    if encoding is not None and encoding.halo is None:
+        needs.append(f"PROBLEM.SEMANTIC_SEG.ENCODING {getattr(encoding, 'name', '')}")
+    if needs:
+        raise SegflowError(
+            f"{lazy.mask_path}: {' and '.join(needs)} need(s) every mask pixel at once, which segflow does not do yet for masks "
+            "read one patch at a time; set DATA.TRAIN.IN_MEMORY (and DATA.VAL.IN_MEMORY): true, or turn them off"
+        )
 
 
 def _to_rgb(plane: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ from segflow.evaluation.postprocess import (
 )
 from segflow.inference.predictor import Predictor
 from segflow.io.atomic import atomic_write_text
-from segflow.io.images import label_style, write_output, write_tiff
+from segflow.io.formats import write_tiff
+from segflow.io.images import label_style, write_output
 from segflow.io.paths import RunPaths
 from segflow.progress import each_image
 

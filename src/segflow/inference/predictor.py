@@ -35,6 +35,7 @@ from segflow.inference.windows import (
     tta_views,
     window_batch,
 )
+from segflow.io.lazy import slabs
 from segflow.models.networks import divisor
 from segflow.runtime import autocast_dtype, resolve_devices, torch_device
 
@@ -181,8 +182,8 @@ class Predictor:
 
 def _all_finite(image: np.ndarray) -> bool:
     """``np.isfinite(image).all()`` a slab of the first axis at a time: no image-sized temporary (memory maps)."""
-    step = max(1, 2**24 // max(1, int(np.prod(image.shape[1:]))))
-    return all(bool(np.isfinite(image[i : i + step]).all()) for i in range(0, image.shape[0], step))
+    rows = slabs(image)
+    return all(bool(np.isfinite(image[i : i + rows.step]).all()) for i in rows)
 
 
 def load_model(path: str | os.PathLike, device: str | None = None) -> Predictor:

@@ -1,4 +1,5 @@
-"""Read and write image files: TIFF (2D, 3D stacks, multi-channel), PNG, JPG and NumPy arrays.
+"""Read and write image files in any of ``io.formats`` (TIFF, PNG, JPG, NumPy): the checks every file passes,
+and the axes.
 
 Arrays come back in BiaPy's axis order with channels last: ``(y, x, c)`` in 2D, ``(z, y, x, c)`` in 3D.
 TIFF axes are taken from the file's own metadata (tifffile's series axes) rather than guessed from
@@ -9,19 +10,13 @@ an error that says so.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
-import tifffile
 
 from segflow.errors import SegflowError
-from segflow.io.atomic import atomic_write
-from segflow.io.palette import write_palette_png
-
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+from segflow.io.formats import FORMATS, SUFFIXES, format_for
 
 
 def list_images(folder: str | os.PathLike, what: str, advice: str = "check the path in the config") -> list[Path]:
@@ -32,37 +27,29 @@ def list_images(folder: str | os.PathLike, what: str, advice: str = "check the p
     if not folder.is_dir():
         raise SegflowError(f"{what}: folder {folder} does not exist; {advice}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    images = [p for p in files if p.suffix.lower() in SUFFIXES]
     if not images:
         others = ", ".join(sorted({p.suffix or p.name for p in files})[:5])
         found = f" (found only: {others})" if others else " (it is empty)"
         raise SegflowError(
-            f"{what}: folder {folder} holds no images{found}; segflow reads {', '.join(IMAGE_EXTENSIONS)}"
+            f"{what}: folder {folder} holds no images{found}; segflow reads {', '.join(SUFFIXES)}"
         )
     return images
 
 
 def _read_raw(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, str | None]:
-    """Decode a file; return the array and its axes string when the format records one.
+    """Decode a file with its format; return the array and its axes string when the format records one.
 
     A palette ("P" mode) PNG gives its colour indices with ``palette_indices`` (masks, as in VOC),
     its colours otherwise (images).
     """
-    suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise SegflowError(f"{path}: the file is empty (0 bytes); replace it with a valid image")
+    fmt = format_for(path)
+    if fmt is None:
+        raise SegflowError(f"{path}: unsupported file type '{path.suffix.lower()}'; segflow reads {', '.join(SUFFIXES)}")
     try:
-        if suffix in (".tif", ".tiff"):
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                _check_tiff_header(path, series)
-                return series.asarray(), series.axes
-        if suffix == ".npy":
-            _check_npy_size(path)
-            return np.load(path, allow_pickle=False), None
-        if suffix in (".png", ".jpg", ".jpeg"):
-            palette = palette_indices and iio.immeta(path).get("mode") == "P"
-            return np.asarray(iio.imread(path, mode="P") if palette else iio.imread(path)), None
+        return fmt.read(path, palette_indices)
     except SegflowError:
         raise
     except PermissionError:
@@ -70,81 +57,6 @@ def _read_raw(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, st
     except Exception as exc:  # decoders raise many types for corrupt files; all mean the same to a user
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise SegflowError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); the file may be corrupt or truncated") from None
-    raise SegflowError(f"{path}: unsupported file type '{suffix}'; segflow reads {', '.join(IMAGE_EXTENSIONS)}")
-
-
-# A damaged header can declare terabytes of pixels; decoders would allocate (and touch) that much before
-# failing. Compressed pixel data expands at most this much (zlib's limit is about 1000:1, LZW's 2700:1).
-_MAX_COMPRESSION = 5000
-_SMALL = 64 * 2**20  # any file may declare this much
-
-
-def _human(nbytes: int) -> str:
-    size = float(nbytes)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{nbytes} bytes"  # pragma: no cover
-
-
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _check_declared_size(path: Path, nbytes: int, compressed: bool, stored: int | None = None) -> None:
-    """Refuse a file whose header declares more pixel data than it can hold, before anything is allocated."""
-    size = path.stat().st_size if stored is None else stored
-    if not compressed and nbytes > size:
-        raise SegflowError(
-            f"{path}: cannot be read as an image (the header declares {_human(nbytes)} of pixels but the file holds only "
-            f"{_human(size)}); the file may be corrupt or truncated"
-        )
-    if compressed and nbytes > max(_SMALL, size * _MAX_COMPRESSION):
-        raise SegflowError(
-            f"{path}: cannot be read as an image (the header declares {_human(nbytes)} of pixels from {_human(size)} of "
-            "compressed data); the file may be corrupt or truncated (if the image really is that empty, save it uncompressed)"
-        )
-    memory = _physical_memory()
-    if memory and nbytes > memory:
-        raise SegflowError(
-            f"{path}: cannot be read as an image (it needs {_human(nbytes)} of memory, more than this machine's "
-            f"{_human(memory)}); crop or downsample it, or the file is corrupt"
-        )
-
-
-def _check_tiff_header(path: Path, series: tifffile.TiffPageSeries) -> None:
-    """The first page must store every strip or tile it declares, and no more pixels than the file can hold."""
-    page = series.keyframe
-    declared = math.prod(getattr(page, "chunked", ()) or (1,))
-    if len(page.dataoffsets) < declared:
-        raise SegflowError(
-            f"{path}: cannot be read as an image (the header declares {declared} strips or tiles but lists "
-            f"{len(page.dataoffsets)}); the file may be corrupt or truncated"
-        )
-    # A 1-bit (bilevel) page stores 8 pixels a byte, though it decodes to one bool byte a pixel.
-    stored = series.nbytes if page.bitspersample != 1 else -(-series.nbytes // 8)
-    _check_declared_size(path, stored, compressed=page.compression != 1)
-
-
-def _check_npy_size(path: Path) -> None:
-    """The ``.npy`` header's shape must fit in the file (np.load would allocate it first)."""
-    from numpy.lib import format as npy
-
-    with open(path, "rb") as f:
-        version = npy.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = npy.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = npy.read_array_header_2_0(f)
-        else:
-            return  # np.load reads (and checks) other versions itself
-        stored = path.stat().st_size - f.tell()
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
-    _check_declared_size(path, nbytes, compressed=False, stored=stored)
 
 
 class _ShapeError(SegflowError):
@@ -229,7 +141,7 @@ def read_image(
     if arr.size == 0:
         raise SegflowError(f"{path}: image has shape {arr.shape}, no pixels; replace it with a valid image")
     try:
-        if ndim == 3 and (arr.ndim == 2 or path.suffix.lower() in (".png", ".jpg", ".jpeg")):
+        if ndim == 3 and (arr.ndim == 2 or format_for(path).planar):
             # PNG and JPG hold only 2D images; an RGB one must not be read as a stack of 3-pixel-wide slices.
             raise _ShapeError(
                 f"{path}: image has shape {arr.shape}, a 2D image",
@@ -267,59 +179,19 @@ def read_mask(path: str | os.PathLike, ndim: int, integer: bool = True) -> np.nd
     return arr
 
 
-def write_tiff(path: str | os.PathLike, array: np.ndarray, ndim: int, reference: str | os.PathLike | None = None) -> None:
-    """Write ``array`` (channels last) as an ImageJ hyperstack TIFF, atomically.
-
-    Channels go where ImageJ expects them (``CYX`` / ``ZCYX``), so Fiji shows one channel per class.
-    ``reference`` is the input image the array was predicted from: its pixel size (resolution, unit,
-    z spacing) is copied so the output overlays the input in Fiji.
-    """
-    arr = np.asarray(array)
-    if arr.ndim == ndim + 1 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == ndim + 1:
-        arr = np.moveaxis(arr, -1, 0 if ndim == 2 else 1)
-        axes = "CYX" if ndim == 2 else "ZCYX"
-    else:
-        axes = "YX" if ndim == 2 else "ZYX"
-    kwargs: dict = {"imagej": arr.dtype in (np.uint8, np.uint16, np.float32)}
-    metadata: dict = {"axes": axes}
-    if reference is not None and Path(reference).suffix.lower() in (".tif", ".tiff"):
-        try:
-            with tifffile.TiffFile(reference) as tif:
-                page = tif.pages[0]
-                if "XResolution" in page.tags and "YResolution" in page.tags:
-                    kwargs["resolution"] = (page.tags["XResolution"].value, page.tags["YResolution"].value)
-                    unit = page.tags.get("ResolutionUnit")
-                    if unit is not None and not kwargs["imagej"]:
-                        kwargs["resolutionunit"] = unit.value
-                for key in ("unit", "spacing"):
-                    if tif.imagej_metadata and key in tif.imagej_metadata:
-                        metadata[key] = tif.imagej_metadata[key]
-        except Exception:  # metadata is a courtesy; an unreadable reference must not stop the output
-            kwargs = {"imagej": kwargs["imagej"]}
-    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr, metadata=metadata, **kwargs))
-
-
-# What a prediction may be written as, by suffix: labels losslessly, float values only where floats fit.
-LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
-VALUE_SUFFIXES = (".tif", ".tiff", ".npy")
-
-
 def check_output_suffix(path: str | os.PathLike, labels: bool, ndim: int | None = None, option: str = "OUTPUT") -> None:
     """Refuse an output name whose format cannot hold the prediction exactly (``ndim`` None: not known yet)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    what = "class labels" if labels else "float probabilities or values"
-    allowed = LABEL_SUFFIXES if labels and ndim != 3 else VALUE_SUFFIXES
-    if suffix in allowed:
-        return
-    if suffix in (".jpg", ".jpeg"):
-        why = "JPEG is lossy and would change the values"
-    elif suffix == ".png":
-        why = "PNG holds one 2D image" if ndim == 3 else "PNG holds integers, not floats"
+    fmt = format_for(path)
+    if fmt is not None:
+        why = fmt.cannot_hold(labels, ndim)
     else:
         why = f"segflow does not write '{suffix}' files" if suffix else "the name has no suffix to choose a format by"
+    if why is None:
+        return
+    what = "class labels" if labels else "float probabilities or values"
+    allowed = [s for f in FORMATS if f.cannot_hold(labels, ndim) is None for s in f.suffixes]
     raise SegflowError(f"{option} {path}: cannot hold {what}: {why}; name it with {', '.join(allowed)}")
 
 
@@ -329,26 +201,8 @@ def label_style(mask_path: str | os.PathLike | None) -> tuple[str, bool]:
     Palette PNG masks (VOC) give palette PNGs, other PNG (and JPEG) masks grayscale PNGs of class ids,
     NumPy masks ``.npy``, anything else (TIFF, no masks) TIFF, the format BiaPy's docs show.
     """
-    if mask_path is None:
-        return ".tif", False
-    suffix = Path(mask_path).suffix.lower()
-    if suffix in (".png", ".jpg", ".jpeg"):
-        try:
-            palette = suffix == ".png" and iio.immeta(mask_path).get("mode") == "P"
-        except Exception:  # the mask was read already; its metadata only picks a colour scheme
-            palette = False
-        return ".png", palette
-    return (".npy", False) if suffix == ".npy" else (".tiff" if suffix == ".tiff" else ".tif", False)
-
-
-def _png_labels(path: Path, labels: np.ndarray) -> np.ndarray:
-    """A 2D label image as uint8 or uint16 (what PNG stores), or an error when its values do not fit."""
-    if labels.dtype in (np.uint8, np.uint16):
-        return labels
-    top = int(labels.max()) if labels.size else 0
-    if np.issubdtype(labels.dtype, np.integer) and labels.min() >= 0 and top <= 65535:
-        return labels.astype(np.uint8 if top <= 255 else np.uint16)
-    raise SegflowError(f"{path}: labels of type {labels.dtype} (up to {top}) do not fit a PNG; write .tif instead")
+    fmt = None if mask_path is None else format_for(Path(mask_path))
+    return (".tif", False) if fmt is None else fmt.label_suffix(Path(mask_path))
 
 
 def write_output(
@@ -360,29 +214,11 @@ def write_output(
 ) -> None:
     """Write a prediction (channels last) in the format its suffix names, atomically.
 
-    ``.tif``/``.tiff``: an ImageJ TIFF (see ``write_tiff``); ``.npy``: the array, a single channel dropped;
-    ``.png``: a 2D label image of class ids (grayscale, uint8 or uint16), or with ``palette`` a palette PNG
-    with VOC's colours. Call ``check_output_suffix`` first: other suffixes are refused here too.
+    ``.tif``/``.tiff``: an ImageJ TIFF (see ``io.formats.tiff.write_tiff``); ``.npy``: the array, a single
+    channel dropped; ``.png``: a 2D label image of class ids (grayscale, uint8 or uint16), or with ``palette``
+    a palette PNG with VOC's colours. Call ``check_output_suffix`` first: other suffixes are refused here too.
     """
     path = Path(path)
     arr = np.asarray(array)
-    labels = not np.issubdtype(arr.dtype, np.floating)
-    check_output_suffix(path, labels, ndim)
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        return write_tiff(path, arr, ndim, reference)
-    if arr.ndim == ndim + 1 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if suffix == ".npy":
-        return atomic_write(path, lambda tmp: _save_npy(tmp, arr))
-    if arr.ndim != 2:
-        raise SegflowError(f"{path}: labels of shape {arr.shape} are not one 2D image; write .tif instead")
-    arr = _png_labels(path, arr)
-    if palette and arr.dtype == np.uint8:
-        return write_palette_png(path, arr)
-    return atomic_write(path, lambda tmp: iio.imwrite(tmp, arr, extension=".png"))
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:  # np.save given a name would add ".npy" to one spelt ".NPY"
-        np.save(f, arr, allow_pickle=False)
+    check_output_suffix(path, not np.issubdtype(arr.dtype, np.floating), ndim)
+    format_for(path).write(path, arr, ndim, None if reference is None else Path(reference), palette)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from segflow.config.schema import Config
 from segflow.data.augment import build_augmentation
-from segflow.data.pairs import TrainData, load_train_data
+from segflow.data.loading import TrainData, load_train_data
 from segflow.data.patches import PatchDataset, fit_to_patch
 from segflow.encodings import get_encoding
 from segflow.errors import SegflowError

@@ -24,7 +24,7 @@ from monai.data import DataLoader
 from segflow.checkpoint import check_model_matches, load_checkpoint, load_weights
 from segflow.config.schema import Config
 from segflow.data.augment import write_aug_samples
-from segflow.data.pairs import TrainData
+from segflow.data.loading import TrainData
 from segflow.data.patches import PatchDataset, write_prob_maps
 from segflow.encodings import get_encoding
 from segflow.io.atomic import atomic_write_text

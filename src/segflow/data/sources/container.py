@@ -1,0 +1,114 @@
+"""What the Zarr and HDF5 sources share: container files (or one container) as ``DATA.*.PATH``, one array per file
+paired by name with its mask file, or image and mask inside each file (``INPUT_ZARR_MULTIPLE_DATA``), read
+lazily in the configured axis order, or whole into memory with ``IN_MEMORY``."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from segflow.config.schema import Config, TrainDataConfig, ValDataConfig
+from segflow.data.pairs import MaskRules, pair_files
+from segflow.data.sources.base import Sample
+from segflow.errors import SegflowError
+from segflow.io.lazy import LazyArray, slabs
+
+BIAPY_AXES = "TZCYX"  # the schema's default: arrays with fewer axes are read as (Z)YX or (Z)YXC
+
+
+class ContainerSource:
+    """Arrays inside container files; subclasses say which files (``suffixes``) and how an array is opened."""
+
+    name: ClassVar[str] = ""
+    suffixes: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def open_array(path: Path, inner: str | None) -> Any:
+        """The stored array at ``inner`` inside the container ``path`` (None: its one array), opened read-only."""
+        raise NotImplementedError
+
+    @classmethod
+    def accepts(cls, cfg: Config, image_path: str) -> bool:
+        """A container itself, or a folder holding containers."""
+        path = Path(image_path)
+        return cls._is_container(path) or (path.is_dir() and any(cls._is_container(p) for p in path.iterdir()))
+
+    @classmethod
+    def _is_container(cls, path: Path) -> bool:
+        return path.suffix.lower() in cls.suffixes
+
+    @classmethod
+    def containers(cls, path: Path) -> list[Path]:
+        """``path`` when it is a container, else the containers in the folder, sorted by name."""
+        return [path] if cls._is_container(path) else sorted(p for p in path.iterdir() if cls._is_container(p))
+
+    def samples(self, cfg: Config, image_path: str, mask_path: str | None, what: str, rules: MaskRules | None) -> list[Sample]:
+        """See ``Source.samples``."""
+        part = cfg.DATA.TRAIN if what == "train" else cfg.DATA.VAL
+        images = self.containers(Path(image_path))
+        if part.INPUT_ZARR_MULTIPLE_DATA:
+            raw, gt = part.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH or None, part.INPUT_ZARR_MULTIPLE_DATA_GT_PATH or None
+            pairs = [(c, raw, c if mask_path is not None else None, gt) for c in images]
+        elif mask_path is None:
+            pairs = [(c, None, None, None) for c in images]
+        else:
+            masks = self.containers(Path(mask_path))
+            if not masks:
+                raise SegflowError(f"{what}: {mask_path} holds no {'/'.join(self.suffixes)} masks for the {self.name} images of {image_path}")
+            pairs = [(i, None, m, None) for i, m in pair_files(images, masks, what)]
+        return [self._sample(cfg, part, what, rules, *pair) for pair in pairs]
+
+    def _sample(
+        self, cfg: Config, part: TrainDataConfig | ValDataConfig, what: str, rules: MaskRules | None,
+        img: Path, img_inner: str | None, msk: Path | None, msk_inner: str | None,
+    ) -> Sample:
+        prefix = "DATA.TRAIN" if what == "train" else "DATA.VAL"
+        image = self._array(cfg, img, img_inner, part.INPUT_IMG_AXES_ORDER, f"{prefix}.INPUT_IMG_AXES_ORDER", True)
+        if image.shape[-1] != cfg.in_channels:
+            raise SegflowError(
+                f"{image.where}: image has {image.shape[-1]} channel(s) but DATA.PATCH_SIZE {tuple(cfg.DATA.PATCH_SIZE)} ends in "
+                f"{cfg.in_channels}; set the last value of DATA.PATCH_SIZE to {image.shape[-1]}, or {prefix}.INPUT_IMG_AXES_ORDER"
+            )
+        mask = None
+        if msk is not None:
+            mask = self._array(cfg, msk, msk_inner, part.INPUT_MASK_AXES_ORDER, f"{prefix}.INPUT_MASK_AXES_ORDER", False)
+            if mask.shape != image.shape[:-1]:
+                raise SegflowError(
+                    f"{what}: image {image.where} has shape {image.shape[:-1]} but its mask {mask.where} has {mask.shape}; "
+                    "an image and its mask must have the same size"
+                )
+            if rules is not None:
+                rows = slabs(mask)
+                for i in rows:  # a slab at a time: the mask may not fit in memory
+                    rules.check_mask(np.asarray(mask[i : i + rows.step]), Path(mask.where))
+        if part.IN_MEMORY:
+            image, mask = (None if a is None else _in_memory(a, f"{prefix}.IN_MEMORY") for a in (image, mask))
+        return Sample(img.stem, image, mask, img, msk)
+
+    def _array(self, cfg: Config, path: Path, inner: str | None, axes: str, key: str, channels: bool) -> LazyArray:
+        opener = functools.partial(type(self).open_array, path, inner)
+        where = f"{path}/{inner}" if inner else str(path)
+        stored = len(opener().shape)
+        spatial = "ZYX"[-cfg.ndim :]
+        if axes.upper() == BIAPY_AXES and stored in (cfg.ndim, cfg.ndim + 1):
+            axes = spatial if stored == cfg.ndim else spatial + "C"
+        return LazyArray(opener, axes, cfg.ndim, where, key, channels=channels)
+
+
+def _in_memory(array: LazyArray, key: str) -> np.ndarray:
+    """The whole array read into memory, or an error when it cannot fit."""
+    nbytes = array.size * array.dtype.itemsize
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    if memory and nbytes > memory // 2:
+        raise SegflowError(
+            f"{array.where}: {nbytes / 2**30:.1f} GiB does not fit in memory ({memory / 2**30:.1f} GiB on this machine); "
+            f"set {key}: false to read it one patch at a time"
+        )
+    return np.asarray(array)

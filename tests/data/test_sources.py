@@ -1,0 +1,198 @@
+"""Data sources: the same seeded patches from image folders, Zarr (v2, v3, OME-Zarr) and HDF5, in memory or read
+patch by patch; image and mask inside one container; axis orders; bad containers as one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from conftest import tiny_config
+
+from segflow.config.loader import build_config
+from segflow.data.sources import Hdf5Source, ZarrSource, open_source
+from segflow.errors import SegflowError
+from segflow.io.lazy import LazyArray
+from segflow.training.datasets import load_data, make_datasets
+
+
+def _folder_arrays(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: tifffile.imread(p) for p in sorted(folder.glob("*.tif"))}
+
+
+def _write(kind: str, path: Path, arrays: dict[str, np.ndarray], axes_from_zyx=lambda a: a) -> Path:
+    """One container per array, named as the TIFFs, in ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+        a = axes_from_zyx(a)
+        if kind == "h5":
+            with h5py.File(path / f"{name}.h5", "w") as f:
+                f.create_dataset("data", data=a, chunks=True)
+        elif kind == "ome":
+            g = zarr.open_group(str(path / f"{name}.zarr"), mode="w", zarr_format=2)
+            g.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}, {"path": "1"}]}]
+            g.create_array("0", data=a, chunks=tuple(min(16, n) for n in a.shape))
+            g.create_array("1", data=a[..., ::2, ::2], chunks=tuple(min(16, n) for n in a.shape))
+        else:
+            fmt = 2 if kind == "zarr2" else 3
+            zarr.create_array(str(path / f"{name}.zarr"), data=a, chunks=tuple(min(16, n) for n in a.shape), zarr_format=fmt)
+    return path
+
+
+def _patches(cfg) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two passes of training patches (random draws, augmented) and the validation grid."""
+    train, val = make_datasets(cfg, load_data(cfg))
+    train.set_random_state(seed=3)
+    items = [train[k % len(train)] for k in range(2 * len(train))] + [val[k] for k in range(len(val))]
+    return [(it["image"], it["label"]) for it in items]
+
+
+@pytest.mark.parametrize("kind", ["zarr2", "zarr3", "ome", "h5"])
+@pytest.mark.parametrize("in_memory", [True, False])
+@pytest.mark.parametrize("ndim", ["2D", "3D"])
+def test_the_same_seeded_patches_from_every_source(tmp_path, data2d, data3d, kind, in_memory, ndim) -> None:
+    data = data2d if ndim == "2D" else data3d
+    sections = dict(DATA={"EXTRACT_RANDOM_PATCH": True, "NORMALIZATION": {"TYPE": "zero_mean_unit_variance"}}, AUGMENTOR={"ENABLE": True, "HFLIP": True})
+    reference = _patches(build_config(tiny_config(data, ndim, **sections))[0])
+    x = _write(kind, tmp_path / "x", _folder_arrays(data / "train/x"))
+    y = _write(kind, tmp_path / "y", _folder_arrays(data / "train/y"))
+    tree = tiny_config(data, ndim, **sections)
+    tree["DATA"]["TRAIN"].update(PATH=str(x), GT_PATH=str(y), IN_MEMORY=in_memory)
+    cfg = build_config(tree)[0]
+    loaded = load_data(cfg)
+    assert all(isinstance(s.image, np.ndarray) != (not in_memory) for s in loaded.train + loaded.val)
+    got = _patches(cfg)
+    assert len(got) == len(reference)
+    for (a, b), (c, d) in zip(got, reference):
+        np.testing.assert_array_equal(a, c)  # bit-identical: normalised with the same statistics, same draws
+        np.testing.assert_array_equal(b, d)
+
+
+def test_image_and_mask_inside_one_container_in_another_axis_order(tmp_path, data3d) -> None:
+    """BiaPy's INPUT_ZARR_MULTIPLE_DATA: raw and labels in each file; images stored CZYX, masks ZYX."""
+    images, masks = _folder_arrays(data3d / "train/x"), _folder_arrays(data3d / "train/y")
+    (tmp_path / "c").mkdir()
+    for name in images:
+        g = zarr.open_group(str(tmp_path / "c" / f"{name}.zarr"), mode="w")
+        g.create_array("volumes/raw", data=images[name][None], chunks=(1, 8, 32, 32))
+        g.create_array("volumes/labels", data=masks[name], chunks=(8, 32, 32))
+    reference = _patches(build_config(tiny_config(data3d, "3D"))[0])
+    tree = tiny_config(data3d, "3D")
+    tree["DATA"]["TRAIN"] = {
+        "PATH": str(tmp_path / "c"), "GT_PATH": str(tmp_path / "c"), "IN_MEMORY": False, "INPUT_ZARR_MULTIPLE_DATA": True,
+        "INPUT_ZARR_MULTIPLE_DATA_RAW_PATH": "volumes/raw", "INPUT_ZARR_MULTIPLE_DATA_GT_PATH": "volumes/labels",
+        "INPUT_IMG_AXES_ORDER": "CZYX", "INPUT_MASK_AXES_ORDER": "ZYX",
+    }  # fmt: skip
+    cfg = build_config(tree)[0]
+    for (a, b), (c, d) in zip(_patches(cfg), reference, strict=True):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    assert isinstance(open_source(cfg, str(tmp_path / "c")), ZarrSource)
+    assert isinstance(open_source(cfg, str(tmp_path / "v.h5")), Hdf5Source)
+
+
+def test_a_single_large_volume_is_split_without_reading_it(tmp_path) -> None:
+    """One lazy volume: the validation part is the end of its first axis, still lazy; shapes need no read."""
+    vol = np.random.default_rng(0).integers(0, 255, (40, 32, 32), dtype=np.uint8)
+    zarr.create_array(str(tmp_path / "x.zarr"), data=vol, chunks=(8, 32, 32))
+    zarr.create_array(str(tmp_path / "y.zarr"), data=(vol > 128).astype(np.uint8), chunks=(8, 32, 32))
+    tree = tiny_config(tmp_path, "3D", DATA={"VAL": {"SPLIT_TRAIN": 0.25}})
+    tree["DATA"]["TRAIN"] = {"PATH": str(tmp_path / "x.zarr"), "GT_PATH": str(tmp_path / "y.zarr"), "IN_MEMORY": False}
+    data = load_data(build_config(tree)[0])
+    (t,), (v,) = data.train, data.val
+    assert t.image.shape == (30, 32, 32, 1) and v.image.shape == (10, 32, 32, 1) and v.mask.shape == (10, 32, 32)
+    assert not isinstance(v.image, np.ndarray)
+    np.testing.assert_array_equal(v.image[2:4, 5, :, 0], vol[32:34, 5])
+    np.testing.assert_array_equal(v.mask[...], vol[30:] > 128)
+
+
+def _h5(path: Path, **datasets: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for name, data in datasets.items():
+            f[name] = data
+
+
+def _bad(root: Path, **train: object) -> str:
+    tree = tiny_config(root, "3D")
+    tree["DATA"]["TRAIN"] = {"PATH": str(root / "x"), "GT_PATH": str(root / "y"), "IN_MEMORY": False, **train}
+    with pytest.raises(SegflowError) as err:
+        load_data(build_config(tree)[0])
+    return str(err.value)
+
+
+def test_bad_containers_are_one_clear_line(tmp_path) -> None:
+    """Each case in its own folder: HDF5 files stay open while a failed load is still referenced."""
+    vol, narrow = np.zeros((16, 32, 32), np.uint8), np.zeros((16, 32, 30), np.uint8)
+    _h5(tmp_path / "two/x/a.h5", raw=vol, other=vol)
+    _h5(tmp_path / "two/y/a.h5", seg=vol)
+    msg = _bad(tmp_path / "two")
+    assert msg.startswith(f"{tmp_path}/two/x/a.h5: holds 2 datasets (other, raw); give one dataset per file, or set DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA")
+    msg = _bad(tmp_path / "two", INPUT_ZARR_MULTIPLE_DATA=True, INPUT_ZARR_MULTIPLE_DATA_RAW_PATH="raw", INPUT_ZARR_MULTIPLE_DATA_GT_PATH="labels")
+    assert msg.startswith(f"{tmp_path}/two/x/a.h5: no dataset 'labels' inside (it holds: other, raw)")
+    _h5(tmp_path / "shape/x/a.h5", raw=vol)
+    _h5(tmp_path / "shape/y/a.h5", seg=narrow)
+    assert _bad(tmp_path / "shape") == (
+        f"train: image {tmp_path}/shape/x/a.h5 has shape (16, 32, 32) but its mask {tmp_path}/shape/y/a.h5 has (16, 32, 30); "
+        "an image and its mask must have the same size"
+    )
+    msg = _bad(tmp_path / "shape", INPUT_IMG_AXES_ORDER="CYX")
+    assert msg.startswith(f"{tmp_path}/shape/x/a.h5: the axes order CYX lacks Z, needed for a 3D image; set DATA.TRAIN.INPUT_IMG_AXES_ORDER")
+    _h5(tmp_path / "values/x/a.h5", raw=vol)
+    _h5(tmp_path / "values/y/a.h5", seg=np.full((16, 32, 32), 5, np.uint8))
+    assert _bad(tmp_path / "values").startswith(f"{tmp_path}/values/y/a.h5: mask values 5 are outside the classes 0..1 of MODEL.N_CLASSES=2")
+
+
+def test_a_chunk_that_fails_to_decode_names_the_store(tmp_path) -> None:
+    zarr.create_array(str(tmp_path / "v.zarr"), data=np.ones((8, 16, 16), np.uint8), chunks=(4, 16, 16), zarr_format=2)
+    (tmp_path / "v.zarr" / "1.0.0").write_bytes(b"not a compressed chunk")
+    lazy = LazyArray(lambda: zarr.open(str(tmp_path / "v.zarr"), mode="r"), "ZYX", 3, f"{tmp_path}/v.zarr", "K")
+    assert lazy[0:4].sum() == 4 * 256
+    with pytest.raises(SegflowError, match=r"v.zarr: cannot read \[4:8, :, :, :\] \(.*\); the file may be corrupt or truncated"):
+        lazy[4:8]
+
+
+def test_sampling_that_needs_whole_masks_says_so_for_lazy_masks(tmp_path, data2d) -> None:
+    x = _write("zarr3", tmp_path / "x", _folder_arrays(data2d / "train/x"))
+    y = _write("zarr3", tmp_path / "y", _folder_arrays(data2d / "train/y"))
+    tree = tiny_config(data2d, DATA={"PROBABILITY_MAP": True, "EXTRACT_RANDOM_PATCH": True})
+    tree["DATA"]["TRAIN"].update(PATH=str(x), GT_PATH=str(y), IN_MEMORY=False)
+    cfg = build_config(tree)[0]
+    with pytest.raises(SegflowError, match=r"img_\d+.zarr: DATA.PROBABILITY_MAP need\(s\) every mask pixel at once.*set DATA.TRAIN.IN_MEMORY"):
+        make_datasets(cfg, load_data(cfg))
+
+
+def test_check_describes_a_zarr_source_from_metadata_and_a_bounded_sample(tmp_path, data3d, cli, monkeypatch) -> None:
+    from conftest import write_yaml
+
+    from segflow.data import normalize
+
+    x = _write("zarr2", tmp_path / "x", _folder_arrays(data3d / "train/x"))
+    y = _write("zarr2", tmp_path / "y", _folder_arrays(data3d / "train/y"))
+    tree = tiny_config(data3d, "3D", TEST={"ENABLE": False})
+    tree["DATA"]["TRAIN"] = {"PATH": str(x), "GT_PATH": str(y), "IN_MEMORY": False}
+    config = write_yaml(tmp_path / "c.yaml", tree)
+    monkeypatch.setattr(normalize, "PERCENTILE_SAMPLE", 48 * 48 * 4)  # 4 of each mask's 16 slices
+    code, out, err = cli("check", "--config", config)
+    assert code == 0, err
+    assert f"train: 2 zarr arrays with masks from {x}" in out
+    assert f"  {x}/img_000.zarr: shape (16, 48, 48, 1), uint8, chunks (16, 16, 16), read patch by patch" in out
+    assert "  masks: values checked and counted on a sample of 18,432 of their 73,728 pixels (25.0%)" in out
+    assert "  classes (pixel fraction): 0: " in out and out.rstrip().endswith("OK: config and data are ready")
+
+
+def test_training_from_hdf5_read_patch_by_patch_in_a_worker_process(tmp_path, data2d, cli) -> None:
+    """A real run: the loader's worker process opens its own HDF5 handle (h5py's must not cross a fork)."""
+    from conftest import write_yaml
+
+    x = _write("h5", tmp_path / "x", _folder_arrays(data2d / "train/x"))
+    y = _write("h5", tmp_path / "y", _folder_arrays(data2d / "train/y"))
+    tree = tiny_config(data2d, SYSTEM={"NUM_WORKERS": 1}, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False})
+    tree["DATA"]["TRAIN"] = {"PATH": str(x), "GT_PATH": str(y), "IN_MEMORY": False}
+    code, out, err = cli("run", "--config", write_yaml(tmp_path / "c.yaml", tree), "--result_dir", tmp_path / "res", "--name", "h")
+    assert code == 0, err
+    assert "Training on 3 image(s), 12 patches per epoch; validating on 1 image(s), 4 patches" in out
+    assert (tmp_path / "res/h/checkpoints/h_1-checkpoint-last.pth").is_file()
