@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import os
 import pickle
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from test_sources import _patches
 import segflow.app.build_lmdb as builder
 from segflow.app.build_lmdb import build_lmdb
 from segflow.config.loader import build_config
-from segflow.data.sources import LmdbSource, open_source
+from segflow.data.sources import LmdbSource, lmdb_records, open_source
 from segflow.errors import SegflowError
 from segflow.training.datasets import load_data, make_datasets
 
@@ -69,8 +71,10 @@ def test_records_with_and_without_tiling(tmp_path, data2d, tile) -> None:
     """4 images of 64x64: 4 records, or 4 tiles each (48: the last tile moved back to end at the border)."""
     dbs = _build(tmp_path, data2d, **({"use_tiling": True, "tile_size": tile} if tile else {}))
     parts = {part: _read(db) for part, db in dbs.items()}
-    n = 4 if tile is None else 16
-    assert [parts[p][0]["records"] for p in ("train", "val")] == [round(0.8 * n), n - round(0.8 * n)]
+    per = 1 if tile is None else 4  # records per image; 3 of the 4 images train (round(0.8 * 4))
+    assert [parts[p][0]["records"] for p in ("train", "val")] == [3 * per, per]
+    files = {p: {info["image_file"] for info, _, _ in records} for p, (_, records) in parts.items()}
+    assert len(files["train"]) == 3 and len(files["val"]) == 1 and not files["train"] & files["val"]  # whole images
     size = tile or 64
     origins = set()
     for _, records in parts.values():
@@ -94,7 +98,7 @@ def test_the_seeded_split_is_reproducible_and_recorded(tmp_path, data2d) -> None
         names[run] = {part: [info["name"] for info, _, _ in _read(db)[1]] for part, db in dbs.items()}
     assert names["a"] == names["b"] != names["c"]
     train, val = names["a"]["train"], names["a"]["val"]
-    assert (len(train), len(val)) == (48, 16) and not set(train) & set(val)
+    assert (len(train), len(val)) == (48, 16) and not {n.split("_y")[0] for n in train} & {n.split("_y")[0] for n in val}
     origin = lambda n: (n.split("_y")[0], *map(int, n.split("_y")[1].split("_x")))  # noqa: E731
     assert train == sorted(train, key=origin)  # the folders' order, not the shuffle's
     meta = _read(tmp_path / "a/D-val.lmdb")[0]
@@ -122,7 +126,7 @@ def test_class_ids_of_each_record_and_the_mask_check_that_uses_them(tmp_path) ->
     with pytest.raises(SegflowError, match=outside):
         load_data(build_config(tree)[0])
     tree["MODEL"]["N_CLASSES"] = 4
-    assert len(load_data(build_config(tree)[0]).train) == 5
+    assert len(load_data(build_config(tree)[0]).train) == 3  # one image's 3 tiles: images are split whole
 
 
 @pytest.mark.parametrize("in_memory", [True, False])
@@ -144,7 +148,7 @@ def test_the_same_seeded_patches_as_the_tiles_in_an_image_folder(tmp_path, data2
     cfg = build_config(_lmdb_config(data2d, dbs, in_memory, **RANDOM_PATCHES))[0]
     assert isinstance(open_source(cfg, cfg.DATA.TRAIN.PATH), LmdbSource)
     loaded = load_data(cfg)
-    assert (len(loaded.train), len(loaded.val)) == (13, 3)
+    assert (len(loaded.train), len(loaded.val)) == (12, 4)
     assert all(isinstance(s.image, np.ndarray) == in_memory for s in loaded.train + loaded.val)
     got = _patches(cfg)
     assert len(got) == len(reference) > 0
@@ -164,10 +168,22 @@ def test_lazy_records_are_opened_again_in_each_worker_process(tmp_path, data2d) 
     assert len(got) == len(expected) > 0
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
-    image = data.train[0].image
+    global _FORKED
+    _FORKED = image = data.train[0].image
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        rows, owners, child = pool.apply(_read_forked)
+    np.testing.assert_array_equal(rows, image[5:9])
+    assert owners == {child} != {os.getpid()}  # the child released what it inherited and opened its own
     copy = pickle.loads(pickle.dumps(image))  # a spawned worker: the handle is not pickled, the copy opens its own
     assert copy._array is None
     np.testing.assert_array_equal(copy[5:9, 3:30], image[5:9, 3:30])
+
+
+_FORKED = None  # the lazy image a forked process reads: inherited, not pickled
+
+
+def _read_forked() -> tuple[np.ndarray, set[int], int]:
+    return _FORKED[5:9], {key[0] for key in lmdb_records._READERS}, os.getpid()
 
 
 def test_an_interrupted_build_leaves_nothing_and_keeps_what_it_would_replace(tmp_path, data2d, monkeypatch) -> None:
@@ -198,7 +214,7 @@ def test_overwrite_replaces_a_database_already_read(tmp_path, data2d) -> None:
     before = [s.name for s in load_data(cfg).train]
     _build(tmp_path, data2d, seed=2, use_tiling=True, tile_size=32, overwrite=True)
     after = load_data(cfg).train
-    assert len(before) == 3 and len(after) == 13 and after[0].image.shape == (32, 32, 1)
+    assert len(before) == 3 and len(after) == 12 and after[0].image.shape == (32, 32, 1)
     assert not list(tmp_path.glob(".D-building-*"))
 
 
@@ -278,7 +294,7 @@ def test_segflow_build_lmdb(tmp_path, data2d, cli) -> None:
     args = ["build-lmdb", *folders, "--dataset_name", "D", "--use_tiling", "--tile_size", "32"]
     code, out, err = cli(*args)
     assert (code, err) == (0, "")
-    assert out.startswith(f"wrote {tmp_path}/D-train.lmdb (13 records) and {tmp_path}/D-val.lmdb (3 records) from 4 ")
+    assert out.startswith(f"wrote {tmp_path}/D-train.lmdb (12 records) and {tmp_path}/D-val.lmdb (4 records) from 4 ")
     code, out, err = cli(*args)
     assert code == 2 and err == f"segflow: error: {tmp_path}/D-train.lmdb: {EXISTS}\n"
     nist_style = ["--use_tiling", "0", "--seed", "3", "--overwrite"]

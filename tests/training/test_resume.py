@@ -93,8 +93,12 @@ def test_sigkill_at_any_point_then_resume_gives_identical_results(tmp_path, refe
 def test_sigkill_then_resume_with_loader_workers_gives_identical_results(tmp_path, reference_workers):
     """Lightning starts the first epoch's workers before it calls sampler.set_epoch: the resumed run's first
     epoch used to draw epoch 0's order and seeds (issue 10, item 9)."""
-    config, ref_weights, ref_log = reference_workers
-    result_dir = tmp_path / "res"
+    _kill_after_epochs_resume_and_compare(reference_workers[0], tmp_path / "res", reference_workers)
+
+
+def _kill_after_epochs_resume_and_compare(config: Path, result_dir: Path, reference: tuple[Path, dict, str]) -> None:
+    """Kill a run once 2 epochs are logged, resume it, and compare its weights and log with ``reference``'s."""
+    _, ref_weights, ref_log = reference
     _kill_after_rows(config, result_dir, 2, 0.0)  # epoch 1's checkpoint is written by then, maybe epoch 2's
     done = subprocess.run(_command(config, result_dir), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -128,3 +132,21 @@ def test_raising_epochs_of_a_fixed_schedule_is_a_clear_error(cli, tmp_path, refe
     _kill_after_rows(config, result_dir, 2, 0.0)  # epoch 1's checkpoint is written by then
     code, _, err = cli("run", "--config", config, "--result_dir", result_dir, "--name", "r", "-D", "TRAIN.EPOCHS=9")
     assert code == 2 and "was started with 5 epochs" in err and "onecycle" in err
+
+
+def test_sigkill_then_resume_on_a_lazy_source_matches_the_in_memory_run(tmp_path, reference_workers, data2d):
+    """Training from Zarr stores read patch by patch, in worker processes, killed and resumed, ends with the
+    weights and log of the uninterrupted run from the same images as TIFF files in memory."""
+    import tifffile
+    import yaml
+    import zarr
+
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        for tif in sorted((data2d / "train" / sub).glob("*.tif")):
+            zarr.create_array(str(tmp_path / sub / f"{tif.stem}.zarr"), data=tifffile.imread(tif), chunks=(64, 64))
+    tree = _cfg(data2d, workers=2, epochs=3)
+    tree["DATA"]["TRAIN"].update(PATH=str(tmp_path / "x"), GT_PATH=str(tmp_path / "y"), IN_MEMORY=False)
+    config = write_yaml(tmp_path / "c.yaml", tree)
+    assert yaml.safe_load(config.read_text())["DATA"]["TRAIN"]["IN_MEMORY"] is False
+    _kill_after_epochs_resume_and_compare(config, tmp_path / "res", reference_workers)

@@ -217,6 +217,26 @@ def test_waiting_for_data_is_logged_and_warned_once(cli, tmp_path, data2d, monke
         assert delay * patches <= float(r["data_wait"]) < float(r["time"])
     assert out.count("for data, so loading and augmenting patches, not the network, sets the speed") == 1
     assert re.search(r"warning: epoch 1: training waited [\d.]+ s of [\d.]+ s \(\d+%\) for data.*raise SYSTEM.NUM_WORKERS \(now 0;", out)
+    assert "caught up" not in out
+
+
+def test_the_end_of_starvation_is_said_once(cli, tmp_path, data2d, monkeypatch):
+    """NIST's "Input Queue Starvation Over": loading is slow in the first epoch only, so epoch 2 says it caught up."""
+    get, calls = PatchDataset.__getitem__, []
+
+    def slow_at_first(self: PatchDataset, index: int) -> dict:
+        calls.append(index)
+        if len(calls) <= 12:  # the first epoch's training patches
+            time.sleep(0.05)
+        return get(self, index)
+
+    monkeypatch.setattr(PatchDataset, "__getitem__", slow_at_first)
+    monkeypatch.setattr(EpochLog, "STARVED_MIN_S", 0.0)
+    code, out, err = _run(cli, tmp_path, tiny_config(data2d, TRAIN={"EPOCHS": 3}, TEST={"ENABLE": False}))
+    assert code == 0, err
+    assert re.search(r"^warning: epoch 1: training waited", out, re.M)
+    assert re.search(r"^epoch 2: data loading caught up: training waited [\d.]+ s of [\d.]+ s \(\d+%\) for data$", out, re.M)
+    assert out.count("caught up") == 1 and out.count("sets the speed") == 1
 
 
 def test_ddp_ranks_draw_different_patches_from_one_order(monkeypatch, data2d):

@@ -1,1 +1,1 @@
-"""The commands on top of the pipeline: the CLI, ``run``/``check``, ``predict`` and ``demo``."""
+"""The commands on top of the pipeline: the CLI, ``run``, ``check``, ``predict``, ``build-lmdb`` and ``demo``."""

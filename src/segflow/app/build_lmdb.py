@@ -70,7 +70,7 @@ def build_lmdb(
     tmp = _temporary_folder(out, dataset_name)
     try:
         plans = plan_records(image_folder, mask_folder, image_format, tile_size if use_tiling else None)
-        split = split_records(sum(len(p.origins) for p in plans), train_fraction, seed, image_folder)
+        split = split_records(plans, train_fraction, seed, image_folder)
         meta = {
             "format": FORMAT, "version": VERSION, "dataset_name": dataset_name, "channels": plans[0].channels,
             "dtype": plans[0].dtype.name, "mask_dtypes": sorted({p.mask_dtype.name for p in plans}), "seed": seed,
@@ -174,9 +174,17 @@ def _read_pair(img_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]
     return image, mask
 
 
-def split_records(n: int, train_fraction: float, seed: int, where: str) -> dict[str, list[int]]:
-    """Record indices of each part: a shuffle seeded with ``seed``, its first ``round(n * train_fraction)`` (at least
-    one, never all) for training; each list sorted, so the records of a database keep their folders' order."""
+def split_records(plans: list[Plan], train_fraction: float, seed: int, where: str) -> dict[str, list[int]]:
+    """Record indices of each part: a shuffle seeded with ``seed`` of the image files, its first
+    ``round(n * train_fraction)`` (at least one, never all) for training, so the tiles of one image are never
+    both trained and validated on (NIST splits files, too); a single image's tiles are split instead. Each list
+    sorted, so the records of a database keep their folders' order."""
+    starts = np.cumsum([0] + [len(p.origins) for p in plans])
+    if len(plans) >= 2:
+        units = [list(range(starts[i], starts[i + 1])) for i in range(len(plans))]
+    else:
+        units = [[r] for r in range(int(starts[-1]))]
+    n = len(units)
     if n < 2:
         raise SegflowError(
             f"--image_folder {where}: gives {n} record; a train and a val database need at least 2: "
@@ -184,7 +192,7 @@ def split_records(n: int, train_fraction: float, seed: int, where: str) -> dict[
         )
     order = np.random.default_rng(seed).permutation(n)
     k = min(n - 1, max(1, round(n * train_fraction)))
-    return {"train": sorted(order[:k].tolist()), "val": sorted(order[k:].tolist())}
+    return {part: sorted(int(r) for u in order[a:b] for r in units[u]) for part, (a, b) in (("train", (0, k)), ("val", (k, n)))}
 
 
 def records(plans: list[Plan]) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:

@@ -50,23 +50,32 @@ def _describe(
 
 
 def _describe_source(
-    label: str, cfg: Config, source: Source, image_dir: str, mask_dir: str | None, what: str
+    label: str, cfg: Config, source: Source, image_dir: str, mask_dir: str | None, what: str, shown: int = 3
 ) -> list[tuple[Path, tuple[int, ...]]]:
-    """``_describe`` for a source of arrays (Zarr, HDF5): shapes, dtypes and chunks from the metadata; mask values
-    checked and class fractions estimated on a bounded sample of each mask (evenly spaced slabs)."""
+    """``_describe`` for a source of arrays (Zarr, HDF5, LMDB): shapes, dtypes and chunks from the metadata (the
+    first ``shown`` arrays one a line); mask values checked and class fractions estimated on a bounded sample:
+    evenly spaced slabs of masks, taken in a fixed shuffled order until ``PERCENTILE_SAMPLE`` values are read."""
+    from segflow.data import normalize
+
     tally = _MaskTally(cfg)
     found = source.samples(cfg, image_dir, mask_dir, what, None)
     print(f"{label}: {len(found)} {source.name} array{'s' if len(found) != 1 else ''}" + (" with masks" if mask_dir else "") + f" from {image_dir}")
-    sampled = whole = 0
-    for s in found:
-        stored = getattr(s.image, "stored", s.image)
-        chunks = getattr(stored, "chunks", None)
-        print(f"  {getattr(s.image, 'where', s.path)}: shape {s.image.shape}, {s.image.dtype}" + (f", chunks {tuple(chunks)}" if chunks else "") + (", in memory" if isinstance(s.image, np.ndarray) else ", read patch by patch"))
-        if s.mask is not None:
-            values = percentile_sample(s.mask)
-            tally.enc.check_mask(values, Path(getattr(s.mask, "where", s.mask_path)))
-            tally.add(values)
-            sampled, whole = sampled + values.size, whole + s.mask.size
+    for s in found[:shown]:
+        chunks = getattr(getattr(s.image, "stored", s.image), "chunks", None)
+        where = "in memory" if isinstance(s.image, np.ndarray) else "read patch by patch"
+        print(f"  {getattr(s.image, 'where', s.path)}: shape {s.image.shape}, {s.image.dtype}" + (f", chunks {tuple(chunks)}" if chunks else "") + f", {where}")
+    if len(found) > shown:
+        shapes = sorted({s.image.shape for s in found})
+        print(f"  and {len(found) - shown} more; shapes {', '.join(map(str, shapes[:5]))}{' ...' if len(shapes) > 5 else ''}; dtypes {', '.join(sorted({str(s.image.dtype) for s in found}))}")
+    masks = [s for s in found if s.mask is not None]
+    sampled, whole = 0, sum(s.mask.size for s in masks)
+    for k in np.random.default_rng(0).permutation(len(masks)):  # spread over the arrays, the same each time
+        if sampled >= normalize.PERCENTILE_SAMPLE:
+            break
+        values = percentile_sample(masks[k].mask)
+        tally.enc.check_mask(values, Path(getattr(masks[k].mask, "where", masks[k].mask_path)))
+        tally.add(values)
+        sampled += values.size
     if whole:
         print(f"  masks: values checked and counted on a sample of {sampled:,} of their {whole:,} pixels ({sampled / whole:.1%})")
         tally.report()

@@ -1,4 +1,4 @@
-"""The ``segflow`` command: run, check, init, demo, predict, reference."""
+"""The ``segflow`` command: run, check, init, demo, predict, build-lmdb, reference."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Training data: pairing and checks, normalisation, the validation split, patches and augmentation."""
+"""Training data: sources (folders, Zarr, HDF5, LMDB), pairing and checks, normalisation, the validation split, patches and augmentation."""

@@ -1,1 +1,1 @@
-"""Files: image readers and writers, atomic writes, and the run folder's every output name."""
+"""Files: image file formats, lazy arrays over stored ones, atomic writes, and the run folder's every output name."""

@@ -1,5 +1,5 @@
-"""Arrays read lazily in BiaPy's axis order: a stored array (a memory map, a Zarr or HDF5 dataset, a TIFF's
-pages as Zarr) seen channels last, ``(y, x, c)`` or ``(z, y, x, c)``, reading only what is sliced.
+"""Arrays read lazily in BiaPy's axis order: a stored array (a Zarr or HDF5 dataset, an LMDB record, a memory map)
+seen channels last, ``(y, x, c)`` or ``(z, y, x, c)``, reading only what is sliced.
 
 Stored axes are named with BiaPy's letters (``DATA.*.INPUT_IMG_AXES_ORDER``, e.g. ``TZCYX``): ``Z``, ``Y``, ``X``
 spatial, ``C`` channels, ``T`` time (one time point is used). The stored array is opened on first use in each

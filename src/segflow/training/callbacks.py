@@ -86,7 +86,7 @@ class EpochLog(Callback):
         self.rows: list[dict[str, float]] = []
         self._start = self._ready = time.monotonic()
         self.wait = 0.0
-        self.warned = False
+        self.starving = False  # the last epoch was starved (NIST's "Input Queue Starvation" until it is "Over")
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}
@@ -132,9 +132,16 @@ class EpochLog(Callback):
         self._write()
         if self.lines:
             print(epoch_line(row, trainer.max_epochs), flush=True)
-        if seconds >= self.STARVED_MIN_S and self.wait > self.STARVED_SHARE * seconds and not self.warned:
-            self.warned = True  # once a run: the log has every epoch's figure
+        # One line when starvation starts and one when it is over, not one an epoch: the log has every epoch's figure.
+        starved = seconds >= self.STARVED_MIN_S and self.wait > self.STARVED_SHARE * seconds
+        if starved and not self.starving:
             print(starvation_warning(row["epoch"], self.wait, seconds, self.workers))
+        elif self.starving and not starved:
+            print(
+                f"epoch {row['epoch']}: data loading caught up: training waited {self.wait:.1f} s of {seconds:.1f} s "
+                f"({100 * self.wait / max(seconds, 1e-9):.0f}%) for data"
+            )
+        self.starving = starved
 
 
 def epoch_line(row: dict[str, float], epochs: int | None) -> str:

@@ -66,10 +66,20 @@ def npy_view(data: Any, where: str) -> np.ndarray:
 
 
 # One read-only environment and transaction per database per process, never shared across fork: a forked worker
-# opens its own (the parent's entry, keyed by the parent's pid, is left untouched). LMDB must not open one
-# environment twice in a process, hence the cache; the data file's inode and mtime are in the key so that a
-# database rebuilt in place (--overwrite) is opened afresh instead of read through the old file's map.
+# opens its own. LMDB must not open one environment twice in a process (py-lmdb refuses to), hence the cache; the
+# data file's inode and mtime are in the key so that a database rebuilt in place (--overwrite) is opened afresh
+# instead of read through the old file's map.
 _READERS: dict[tuple[int, str, int, int], tuple[Any, Any]] = {}
+
+
+def _release_inherited() -> None:
+    """Close, in a forked child, the handles it inherited: py-lmdb counts them as open in this process and would
+    refuse to open the database again. Without locks (``lock=False``) closing only unmaps the child's copy; the
+    parent's handles are untouched, and the child's lazy arrays reopen (their pid changed) before reading."""
+    for key in [k for k in _READERS if k[0] != os.getpid()]:
+        env, txn = _READERS.pop(key)
+        txn.abort()
+        env.close()
 
 
 def _reader(db: str) -> tuple[Any, Any]:
@@ -82,6 +92,7 @@ def _reader(db: str) -> tuple[Any, Any]:
         raise SegflowError(f"{db}: not an LMDB database ({exc.strerror}: no data.mdb inside); {REBUILD}") from None
     key = (os.getpid(), db, stat.st_ino, stat.st_mtime_ns)
     if key not in _READERS:
+        _release_inherited()
         try:
             # lock=False: nothing writes a built database, so readers need no lock file (nor write access to it);
             # readahead=False: records are read at random, and the database may be larger than memory.
