@@ -358,14 +358,14 @@ def _gpu_not_present(c: Ctx) -> list[str]:
     return c.run(c.config(), "--gpu", "3")
 
 
-def _containers(c: Ctx, mask_shape: tuple[int, ...] = (16, 32, 32), data: dict | None = None, **train: object) -> list[str]:
+def _containers(c: Ctx, mask_shape: tuple[int, ...] = (16, 32, 32), sections: dict | None = None, **train: object) -> list[str]:
     """Train from a Zarr image and mask (3D, 16x32x32) read patch by patch, with ``train`` keys in DATA.TRAIN and
-    ``data`` keys in DATA."""
+    ``sections`` besides."""
     import zarr
 
     for name, shape in (("x", (16, 32, 32)), ("y", mask_shape)):
         zarr.create_array(str(c.tmp / name / "a.zarr"), data=np.zeros(shape, np.uint8), chunks=(8, 32, 32))
-    config = tiny_config(c.data3d, "3D", DATA={"PATCH_SIZE": "(8, 16, 16, 1)", "VAL": {"SPLIT_TRAIN": 0.5}, **(data or {})})
+    config = tiny_config(c.data3d, "3D", DATA={"PATCH_SIZE": "(8, 16, 16, 1)", "VAL": {"SPLIT_TRAIN": 0.5}}, **(sections or {}))
     config["DATA"]["TRAIN"] = {"PATH": str(c.tmp / "x"), "GT_PATH": str(c.tmp / "y"), "IN_MEMORY": False, **train}
     return c.run(write_yaml(c.tmp / "c.yaml", config))
 
@@ -544,10 +544,10 @@ CASES = [
         "give the mask the image's size",
     ),
     Case(
-        "lazy_masks_with_probability_map",
-        lambda c: _containers(c, data={"PROBABILITY_MAP": True, "EXTRACT_RANDOM_PATCH": True}),
-        ("{tmp}/y/a.zarr", "DATA.PROBABILITY_MAP need(s) every mask pixel at once", "set DATA.TRAIN.IN_MEMORY"),
-        "set DATA.TRAIN.IN_MEMORY: true, or turn DATA.PROBABILITY_MAP off",
+        "lazy_masks_with_region_encoding",
+        lambda c: _containers(c, sections={"PROBLEM": {"SEMANTIC_SEG": {"ENCODING": "region"}}}),
+        ("{tmp}/y/a.zarr", "PROBLEM.SEMANTIC_SEG.ENCODING region needs every mask pixel at once", "set DATA.TRAIN.IN_MEMORY"),
+        "set DATA.TRAIN.IN_MEMORY: true, or use another encoding",
     ),
     Case(
         "image_mask_shape_mismatch",

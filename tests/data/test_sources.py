@@ -155,13 +155,29 @@ def test_a_chunk_that_fails_to_decode_names_the_store(tmp_path) -> None:
         lazy[4:8]
 
 
-def test_sampling_that_needs_whole_masks_says_so_for_lazy_masks(tmp_path, data2d) -> None:
+@pytest.mark.parametrize("sampling", [{"PROBABILITY_MAP": True, "W_FOREGROUND": 0.9, "W_BACKGROUND": 0.1}, {"CLASS_BALANCED_SAMPLING": True}])
+def test_probability_map_and_class_balancing_draw_the_same_patches_from_lazy_masks(tmp_path, data2d, sampling) -> None:
+    """Centres come from pixel counts per block, made slab by slab: the same draws whether masks are in memory or not."""
+    sections = dict(DATA={"EXTRACT_RANDOM_PATCH": True, **sampling})
+    reference = _patches(build_config(tiny_config(data2d, **sections))[0])
     x = _write("zarr3", tmp_path / "x", _folder_arrays(data2d / "train/x"))
     y = _write("zarr3", tmp_path / "y", _folder_arrays(data2d / "train/y"))
-    tree = tiny_config(data2d, DATA={"PROBABILITY_MAP": True, "EXTRACT_RANDOM_PATCH": True})
+    tree = tiny_config(data2d, **sections)
     tree["DATA"]["TRAIN"].update(PATH=str(x), GT_PATH=str(y), IN_MEMORY=False)
     cfg = build_config(tree)[0]
-    with pytest.raises(SegflowError, match=r"img_\d+.zarr: DATA.PROBABILITY_MAP need\(s\) every mask pixel at once.*set DATA.TRAIN.IN_MEMORY"):
+    assert not isinstance(load_data(cfg).train[0].mask, np.ndarray)
+    for (a, b), (c, d) in zip(_patches(cfg), reference, strict=True):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+
+
+def test_encodings_that_need_whole_masks_say_so_for_lazy_masks(tmp_path, data2d) -> None:
+    x = _write("zarr3", tmp_path / "x", _folder_arrays(data2d / "train/x"))
+    y = _write("zarr3", tmp_path / "y", _folder_arrays(data2d / "train/y"))
+    tree = tiny_config(data2d, PROBLEM={"SEMANTIC_SEG": {"ENCODING": "region"}})
+    tree["DATA"]["TRAIN"].update(PATH=str(x), GT_PATH=str(y), IN_MEMORY=False)
+    cfg = build_config(tree)[0]
+    with pytest.raises(SegflowError, match=r"img_\d+.zarr: PROBLEM.SEMANTIC_SEG.ENCODING region needs every mask pixel at once.*set DATA.TRAIN.IN_MEMORY"):
         make_datasets(cfg, load_data(cfg))
 
 

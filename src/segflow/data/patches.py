@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +17,7 @@ import torch
 from monai.transforms import Randomizable
 
 from segflow.data.normalize import Normalizer
+from segflow.data.sampling import BLOCK, BlockCounts
 from segflow.data.sources import Sample
 from segflow.errors import SegflowError
 from segflow.io.formats import write_tiff
@@ -141,7 +143,7 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
         encoding: TargetEncoding | None = None,
     ) -> None:
         self.normalizer, self.encoding = normalizer, encoding
-        _check_lazy_masks(samples, encoding, prob_weights is not None, class_balanced)
+        _check_lazy_masks(samples, encoding)
         if encoding is not None and encoding.halo is None:  # targets that need the whole mask: encoded once
             samples = [s if s.mask is None or s.target is not None else replace(s, target=encoding.encode(s.mask)) for s in samples]
         self.samples = samples
@@ -153,18 +155,13 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
             self.index = [(i, start) for i, s in enumerate(samples) for start in grid_starts(s.image.shape[:-1], patch, overlap)]
         else:
             self.index = [(i, None) for _ in range(max(1, replicate)) for i in range(len(samples))]
-        # Pixel coordinates per kind (foreground/background, or class), so a draw costs O(1).
-        self._fg = self._bg = None
-        if prob_weights is not None:
-            self._fg = [np.flatnonzero(s.mask > 0) for s in samples]
-            self._bg = [np.flatnonzero(s.mask <= 0) for s in samples]
-        self._by_class: dict[int, list[tuple[int, np.ndarray]]] = {}
-        if class_balanced:
-            for i, s in enumerate(samples):
-                flat = s.mask.ravel()
-                for value in np.unique(flat):
-                    if value != ignore_id:
-                        self._by_class.setdefault(int(value), []).append((i, np.flatnonzero(flat == value)))
+        # Pixel counts per block of each mask: foreground (kind 0) and background (1), or each class.
+        self._maps = [BlockCounts(s.mask, foreground_or_background, 2) for s in samples] if prob_weights is not None else []
+        self._classes = [BlockCounts(s.mask, partial(class_ids, ignore_id=ignore_id), None) for s in samples] if class_balanced else []
+        self._by_class: dict[int, list[int]] = {}  # class -> the samples holding it
+        for i, counts in enumerate(self._classes):
+            for value in counts.kind_ids:
+                self._by_class.setdefault(value, []).append(i)
         self.set_random_state(0)
 
     def __len__(self) -> int:
@@ -173,31 +170,31 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
     def randomize(self, data: object = None) -> None:  # Randomizable's interface; draws happen in random_start
         """Unused: draws happen per item in ``random_start``."""
 
-    def _centred(self, i: int, pool: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def _centred(self, i: int, centre: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         shape = self.samples[i].image.shape[:-1]
-        centre = np.unravel_index(int(pool[self.R.randint(0, pool.size)]), shape)
         start = tuple(int(min(max(c - p // 2, 0), s - p)) for c, p, s in zip(centre, self.patch, shape))
-        return start, tuple(int(c) for c in centre)
+        return start, centre
 
     def random_start(self, i: int) -> tuple[int, tuple[int, ...], tuple[int, ...] | None]:
         """Draw a patch for sample ``i``: return the sample it comes from (another one when classes are
         balanced), its start, and the centre pixel when a map or a class chose it."""
         if self._by_class:
             classes = sorted(self._by_class)
-            holders = self._by_class[classes[self.R.randint(0, len(classes))]]
-            i, pool = holders[self.R.randint(0, len(holders))]
-            return (i, *self._centred(i, pool))
+            value = classes[self.R.randint(0, len(classes))]
+            holders = self._by_class[value]
+            i = holders[self.R.randint(0, len(holders))]
+            return (i, *self._centred(i, self._classes[i].draw(value, self.R)))
         shape = self.samples[i].image.shape[:-1]
         if self.prob_weights is None:
             return i, tuple(int(self.R.randint(0, s - p + 1)) for s, p in zip(shape, self.patch)), None
         w_fg, w_bg = self.prob_weights
-        fg, bg = self._fg[i], self._bg[i]
-        w_fg, w_bg = (w_fg if fg.size else 0.0), (w_bg if bg.size else 0.0)
+        counts = self._maps[i]
+        n_fg, n_bg = counts.total(0), counts.total(1)
+        w_fg, w_bg = (w_fg if n_fg else 0.0), (w_bg if n_bg else 0.0)
         if w_fg + w_bg <= 0:  # only the zero-weighted kind of pixel is present: draw from it
-            pool = fg if fg.size else bg
-        else:
-            pool = fg if self.R.random_sample() * (w_fg + w_bg) < w_fg else bg
-        return (i, *self._centred(i, pool))
+            w_fg, w_bg = float(n_fg > 0), float(n_fg == 0)
+        kind = 0 if self.R.random_sample() * (w_fg + w_bg) < w_fg else 1
+        return (i, *self._centred(i, counts.draw(kind, self.R)))
 
     def crop(self, i: int, start: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
         """The patch of sample ``i`` starting at ``start``, normalised ``(*patch, C)``, and its target ``(*patch, T)``."""
@@ -242,19 +239,25 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
         return self.transform(item) if self.transform is not None else item
 
 
-def _check_lazy_masks(samples: list[Sample], encoding: TargetEncoding | None, prob_map: bool, balanced: bool) -> None:
-    """Masks read lazily (``IN_MEMORY: false``) cannot yet give what needs every pixel at once."""
+def _check_lazy_masks(samples: list[Sample], encoding: TargetEncoding | None) -> None:
+    """Masks read lazily (``IN_MEMORY: false``) cannot give an encoding that needs every pixel at once."""
     lazy = next((s for s in samples if s.mask is not None and not isinstance(s.mask, np.ndarray)), None)
-    if lazy is None:
-        return
-    needs = [k for k, on in (("DATA.PROBABILITY_MAP", prob_map), ("DATA.CLASS_BALANCED_SAMPLING", balanced)) if on]
-    if encoding is not None and encoding.halo is None:
-        needs.append(f"PROBLEM.SEMANTIC_SEG.ENCODING {getattr(encoding, 'name', '')}")
-    if needs:
+    if lazy is not None and encoding is not None and encoding.halo is None:
         raise SegflowError(
-            f"{lazy.mask_path}: {' and '.join(needs)} need(s) every mask pixel at once, which segflow does not do yet for masks "
-            "read one patch at a time; set DATA.TRAIN.IN_MEMORY (and DATA.VAL.IN_MEMORY): true, or turn them off"
+            f"{lazy.mask_path}: PROBLEM.SEMANTIC_SEG.ENCODING {getattr(encoding, 'name', '')} needs every mask pixel at once, "
+            "which segflow does not do for masks read one patch at a time; set DATA.TRAIN.IN_MEMORY (and DATA.VAL.IN_MEMORY): true"
         )
+
+
+def foreground_or_background(values: np.ndarray) -> np.ndarray:
+    """Kind 0 for foreground (mask > 0), 1 for background: BiaPy's probability map."""
+    return np.where(values > 0, 0, 1)
+
+
+def class_ids(values: np.ndarray, ignore_id: int) -> np.ndarray:
+    """The class ids of mask values, -1 (no kind) for the ignored id: NIST's class-balanced sampling."""
+    ids = values.astype(np.int64)
+    return np.where(ids == ignore_id, -1, ids) if ignore_id >= 0 else ids
 
 
 def _to_rgb(plane: np.ndarray) -> np.ndarray:
@@ -275,7 +278,10 @@ def write_prob_maps(dataset: PatchDataset, prob_dir: Path, aug_dir: Path, n_mark
 
     w_fg, w_bg = dataset.prob_weights
     for s in dataset.samples:
-        write_tiff(prob_dir / f"prob_map_{s.name}.tif", probability_map(s.mask, w_fg, w_bg), ndim=s.mask.ndim)
+        if isinstance(s.mask, np.ndarray):
+            write_tiff(prob_dir / f"prob_map_{s.name}.tif", probability_map(s.mask, w_fg, w_bg), ndim=s.mask.ndim)
+        else:  # a per-pixel map would be the size of the mask, which is read patch by patch
+            print(f"{s.name}: its probability map is kept as counts per {BLOCK}-pixel block (its mask is read patch by patch); not written")
     # Drawing the check patches must not shift the training draws: restore the generator after.
     saved = dataset.R.get_state()
     draws = [dataset.random_start(k)[1:] for k in range(min(n_marks, len(dataset.samples)))]
