@@ -90,3 +90,16 @@ def test_axes_that_do_not_fit_the_array_are_one_clear_line(axes, shape, ndim, sa
     with pytest.raises(SegflowError) as err:
         _lazy(np.zeros(shape, np.uint8), axes, ndim)
     assert str(err.value).startswith(f"vol.zarr: {says}") and str(err.value).endswith(f"set {KEY} to the order of the stored axes (letters of TZCYX)")
+
+
+def test_aligned_slabs_hold_whole_chunks(tmp_path) -> None:
+    """A mask checked slab by slab decodes each chunk once: slabs are whole chunks along the first axis."""
+    import zarr
+
+    from segflow.io.lazy import slabs
+
+    zarr.create_array(str(tmp_path / "v.zarr"), data=np.zeros((40, 64, 64), np.uint8), chunks=(16, 32, 32))
+    lazy = LazyArray(lambda: zarr.open(str(tmp_path / "v.zarr"), mode="r"), "ZYX", 3, "v.zarr", KEY, channels=False)
+    assert lazy.chunk_rows == 16
+    assert slabs(lazy, limit=64 * 64 * 3).step == 3 and slabs(lazy, limit=64 * 64 * 3, aligned=True).step == 16
+    assert slabs(lazy, limit=64 * 64 * 20, aligned=True).step == 32 and slabs(np.zeros((40, 64, 64)), 64 * 64 * 3, aligned=True).step == 3

@@ -251,7 +251,7 @@ def _check_lazy_masks(samples: list[Sample], encoding: TargetEncoding | None) ->
 
 def foreground_or_background(values: np.ndarray) -> np.ndarray:
     """Kind 0 for foreground (mask > 0), 1 for background: BiaPy's probability map."""
-    return np.where(values > 0, 0, 1)
+    return (values <= 0).astype(np.int8)  # int8: a slab of a large mask stays a byte a pixel
 
 
 def class_ids(values: np.ndarray, ignore_id: int) -> np.ndarray:

@@ -71,6 +71,12 @@ class LazyArray(_Lazy):
             self._array, self._pid = self._opener(), os.getpid()
         return self._array
 
+    @property
+    def chunk_rows(self) -> int:
+        """The stored chunks' extent along the first spatial axis (1 when the array is not chunked)."""
+        chunks = getattr(self.stored, "chunks", None)
+        return int(chunks[self._order[0]]) if chunks else 1
+
     def __getstate__(self) -> dict:
         # Pickled into a data-loader worker: the worker opens its own handle.
         return {**self.__dict__, "_array": None}
@@ -140,10 +146,12 @@ def _axes_problem(axes: str, shape: tuple[int, ...], ndim: int, channels: bool =
     return None
 
 
-def slabs(array: Any, limit: int = 2**24) -> range:
-    """Start rows of slabs of the first axis holding at most ``limit`` values each (at least one row)."""
+def slabs(array: Any, limit: int = 2**24, aligned: bool = False) -> range:
+    """Start rows of slabs of the first axis holding at most ``limit`` values each (at least one row); with
+    ``aligned``, whole chunks of a chunked array instead (a thinner slab would decode each chunk again and again)."""
     step = max(1, limit // max(1, math.prod(array.shape[1:])))
-    return range(0, array.shape[0], step)
+    rows = getattr(array, "chunk_rows", 1) if aligned else 1
+    return range(0, array.shape[0], -(-step // rows) * rows)
 
 
 def value_range(array: Any) -> tuple[float, float]:

@@ -82,7 +82,7 @@ class ContainerSource:
                     "an image and its mask must have the same size"
                 )
             if rules is not None:
-                rows = slabs(mask)
+                rows = slabs(mask, aligned=True)
                 for i in rows:  # a slab at a time: the mask may not fit in memory
                     rules.check_mask(np.asarray(mask[i : i + rows.step]), Path(mask.where))
         if part.IN_MEMORY:
