@@ -212,3 +212,21 @@ def test_training_from_hdf5_read_patch_by_patch_in_a_worker_process(tmp_path, da
     assert code == 0, err
     assert "Training on 3 image(s), 12 patches per epoch; validating on 1 image(s), 4 patches" in out
     assert (tmp_path / "res/h/checkpoints/h_1-checkpoint-last.pth").is_file()
+
+
+def test_validation_of_a_lazy_volume_is_a_fixed_spread_of_its_grid(tmp_path, monkeypatch, capsys) -> None:
+    from segflow.training import datasets
+
+    vol = np.random.default_rng(1).integers(0, 255, (64, 64, 64), dtype=np.uint8)
+    zarr.create_array(str(tmp_path / "x.zarr"), data=vol, chunks=(16, 64, 64))
+    zarr.create_array(str(tmp_path / "y.zarr"), data=(vol > 128).astype(np.uint8), chunks=(16, 64, 64))
+    tree = tiny_config(tmp_path, "3D", DATA={"PATCH_SIZE": "(8, 16, 16, 1)", "VAL": {"SPLIT_TRAIN": 0.5}})
+    tree["DATA"]["TRAIN"] = {"PATH": str(tmp_path / "x.zarr"), "GT_PATH": str(tmp_path / "y.zarr"), "IN_MEMORY": False}
+    cfg = build_config(tree)[0]
+    data = load_data(cfg)
+    _, full = make_datasets(cfg, data)
+    assert len(full) == 4 * 4 * 4  # the held-out 32x64x64 in 8x16x16 patches
+    monkeypatch.setattr(datasets, "LAZY_VAL_PATCHES", 10)
+    _, capped = make_datasets(cfg, data)
+    assert capped.index == [full.index[k] for k in (0, 7, 14, 21, 28, 35, 42, 49, 56, 63)]
+    assert "Validating on 10 of the 64 grid patches of the validation data read patch by patch" in capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from segflow.config.schema import Config
 from segflow.data.augment import build_augmentation
 from segflow.data.loading import TrainData, load_train_data
@@ -21,6 +23,10 @@ def check_patch_fits_model(cfg: Config) -> None:
             f"DATA.PATCH_SIZE {tuple(cfg.DATA.PATCH_SIZE)}: each spatial size must be a multiple of {div} for "
             f"{len(cfg.MODEL.FEATURE_MAPS)} MODEL.FEATURE_MAPS levels; use e.g. {fixed + (cfg.in_channels,)} or fewer levels"
         )
+
+
+# Validation patches of data read patch by patch (larger than RAM): at most this many, evenly spaced over the grid.
+LAZY_VAL_PATCHES = 256
 
 
 def load_data(cfg: Config) -> TrainData:
@@ -52,4 +58,11 @@ def make_datasets(cfg: Config, data: TrainData) -> tuple[PatchDataset, PatchData
     )
     train_ds.set_random_state(seed=cfg.SYSTEM.SEED)
     val_ds = PatchDataset(val, patch, mode="grid", overlap=d.VAL.OVERLAP, **prepare) if val else None
+    lazy = any(not isinstance(v.image, np.ndarray) for v in val)
+    if val_ds is not None and lazy and len(val_ds) > LAZY_VAL_PATCHES:
+        # The grid of a held-out part of a huge volume is thousands of patches: validate on a fixed spread of them.
+        grid = len(val_ds)
+        val_ds.index = [val_ds.index[k] for k in np.linspace(0, grid - 1, LAZY_VAL_PATCHES).round().astype(int)]
+        print(f"Validating on {LAZY_VAL_PATCHES} of the {grid} grid patches of the validation data read patch by patch "
+              "(evenly spaced, the same every epoch)")
     return train_ds, val_ds
