@@ -16,7 +16,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from segflow.data.pairs import pair_files
+from segflow.data.pairs import check_finite, check_same_size, pair_files
 from segflow.data.sources.lmdb_records import FORMAT, META_KEY, SUFFIX, VERSION, npy_bytes, record_key
 from segflow.errors import SegflowError
 from segflow.io.images import list_images, read_image, read_mask
@@ -164,13 +164,8 @@ def _tile_origins(shape: tuple[int, int], tile: int) -> list[tuple[int, int]]:
 def _read_pair(img_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """An image ``(y, x, c)`` and its mask ``(y, x)``, checked to fit each other."""
     image, mask = read_image(img_path, 2), read_mask(mask_path, 2)
-    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
-        raise SegflowError(f"{img_path}: image holds NaN or infinite values; fix or remove it")
-    if mask.shape != image.shape[:-1]:
-        raise SegflowError(
-            f"build-lmdb: image {img_path} has shape {image.shape[:-1]} but its mask {mask_path} has {mask.shape}; "
-            "an image and its mask must have the same size"
-        )
+    check_finite(image, img_path)
+    check_same_size("build-lmdb", str(img_path), image.shape[:-1], str(mask_path), mask.shape)
     return image, mask
 
 

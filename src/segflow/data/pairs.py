@@ -88,31 +88,45 @@ def list_pairs(image_dir: str, mask_dir: str | None, what: str) -> list[tuple[Pa
     return pair_files(images, list_images(mask_dir, f"{what} masks ({_key(what)}.GT_PATH)"), what)
 
 
+def check_channels(cfg: Config, found: int, where: str, other_fix: str = "") -> None:
+    """An image's channel count must be the last value of DATA.PATCH_SIZE; ``other_fix`` is another way out."""
+    if found != cfg.in_channels:
+        raise SegflowError(
+            f"{where}: image has {found} channel(s) but DATA.PATCH_SIZE {tuple(cfg.DATA.PATCH_SIZE)} ends in {cfg.in_channels}; "
+            f"set the last value of DATA.PATCH_SIZE to {found}{other_fix}"
+        )
+
+
+def check_finite(image: np.ndarray, path: Path) -> None:
+    """A float image must hold no NaN or infinite value."""
+    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
+        raise SegflowError(f"{path}: image holds NaN or infinite values; fix or remove it")
+
+
+def check_same_size(what: str, image: str, image_shape: tuple[int, ...], mask: str, mask_shape: tuple[int, ...]) -> None:
+    """An image ``(*spatial)`` and its mask must have the same spatial shape; ``image``/``mask`` name them."""
+    if tuple(mask_shape) != tuple(image_shape):
+        raise SegflowError(
+            f"{what}: image {image} has shape {tuple(image_shape)} but its mask {mask} has {tuple(mask_shape)}; "
+            "an image and its mask must have the same size"
+        )
+
+
 def read_pair(
     cfg: Config, img_path: Path, mask_path: Path | None, what: str, rules: MaskRules | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read one image (raw dtype, channels last) and its mask, checking channels and shapes, and the mask's
     values against ``rules`` (the encoding; None: unchecked, DATA.*.CHECK_DATA false)."""
-    channels = cfg.in_channels
-    image = read_image(img_path, cfg.ndim, channels)
-    if image.shape[-1] != channels:
-        raise SegflowError(
-            f"{img_path}: image has {image.shape[-1]} channel(s) but DATA.PATCH_SIZE {tuple(cfg.DATA.PATCH_SIZE)} ends in {channels}; "
-            f"set the last value of DATA.PATCH_SIZE to {image.shape[-1]}"
-        )
-    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
-        raise SegflowError(f"{img_path}: image holds NaN or infinite values; fix or remove it")
+    image = read_image(img_path, cfg.ndim, cfg.in_channels)
+    check_channels(cfg, image.shape[-1], str(img_path))
+    check_finite(image, img_path)
     norm = cfg.DATA.NORMALIZATION
     if norm.TYPE == "div" and is_wide_int(image.dtype):  # checked here too, so `check` and every read name the file
         wide_range(image, Normalizer(norm).clip_range(image), img_path)
     if mask_path is None:
         return image, None
     mask = read_mask(mask_path, cfg.ndim, integer=cfg.PROBLEM.SEMANTIC_SEG.ENCODING != "linear")
-    if mask.shape != image.shape[:-1]:
-        raise SegflowError(
-            f"{what}: image {img_path.name} has shape {image.shape[:-1]} but its mask {mask_path.name} has {mask.shape}; "
-            "an image and its mask must have the same size"
-        )
+    check_same_size(what, img_path.name, image.shape[:-1], mask_path.name, mask.shape)
     if rules is not None:
         rules.check_mask(mask, mask_path)
     return image, mask

@@ -44,8 +44,11 @@ class LazyArray(_Lazy):
     C axis, if stored, must hold one channel); ``where`` names it in errors and ``key`` is the config key that sets
     ``axes``. Slicing reads; ``shape``, ``dtype`` and ``ndim`` never do."""
 
-    def __init__(self, opener: Callable[[], Any], axes: str, ndim: int, where: str, key: str, channels: bool = True) -> None:
-        self._opener, self._array, self._pid = opener, None, 0
+    def __init__(
+        self, opener: Callable[[], Any], axes: str, ndim: int, where: str, key: str, channels: bool = True, stored: Any = None
+    ) -> None:
+        # ``stored``: the array ``opener`` already gave in this process, so it is not opened twice.
+        self._opener, self._array, self._pid = opener, stored, os.getpid() if stored is not None else 0
         self.where = where
         axes = axes.upper()
         stored = tuple(self.stored.shape)
@@ -157,9 +160,9 @@ def slabs(array: Any, limit: int = 2**24, aligned: bool = False) -> range:
 def value_range(array: Any) -> tuple[float, float]:
     """Smallest and largest value of any sliceable array, one slab of the first axis at a time."""
     lo, hi = math.inf, -math.inf
-    n = slabs(array).step
-    for i in slabs(array):
-        slab = np.asarray(array[i : i + n])
+    rows = slabs(array)
+    for i in rows:
+        slab = np.asarray(array[i : i + rows.step])
         lo, hi = min(lo, slab.min()), max(hi, slab.max())
     return lo, hi
 

@@ -5,16 +5,16 @@ lazily in the configured axis order, or whole into memory with ``IN_MEMORY``."""
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from segflow.config.schema import Config, TrainDataConfig, ValDataConfig
-from segflow.data.pairs import MaskRules, pair_files
+from segflow.data.pairs import MaskRules, check_channels, check_same_size, pair_files
 from segflow.data.sources.base import Sample
 from segflow.errors import SegflowError
+from segflow.io.formats.base import physical_memory
 from segflow.io.lazy import LazyArray, slabs
 
 BIAPY_AXES = "TZCYX"  # the schema's default: arrays with fewer axes are read as (Z)YX or (Z)YXC
@@ -68,19 +68,11 @@ class ContainerSource:
     ) -> Sample:
         prefix = "DATA.TRAIN" if what == "train" else "DATA.VAL"
         image = self._array(cfg, img, img_inner, part.INPUT_IMG_AXES_ORDER, f"{prefix}.INPUT_IMG_AXES_ORDER", True)
-        if image.shape[-1] != cfg.in_channels:
-            raise SegflowError(
-                f"{image.where}: image has {image.shape[-1]} channel(s) but DATA.PATCH_SIZE {tuple(cfg.DATA.PATCH_SIZE)} ends in "
-                f"{cfg.in_channels}; set the last value of DATA.PATCH_SIZE to {image.shape[-1]}, or {prefix}.INPUT_IMG_AXES_ORDER"
-            )
+        check_channels(cfg, image.shape[-1], image.where, f", or {prefix}.INPUT_IMG_AXES_ORDER")
         mask = None
         if msk is not None:
             mask = self._array(cfg, msk, msk_inner, part.INPUT_MASK_AXES_ORDER, f"{prefix}.INPUT_MASK_AXES_ORDER", False)
-            if mask.shape != image.shape[:-1]:
-                raise SegflowError(
-                    f"{what}: image {image.where} has shape {image.shape[:-1]} but its mask {mask.where} has {mask.shape}; "
-                    "an image and its mask must have the same size"
-                )
+            check_same_size(what, image.where, image.shape[:-1], mask.where, mask.shape)
             if rules is not None:
                 rows = slabs(mask, aligned=True)
                 for i in rows:  # a slab at a time: the mask may not fit in memory
@@ -91,21 +83,18 @@ class ContainerSource:
 
     def _array(self, cfg: Config, path: Path, inner: str | None, axes: str, key: str, channels: bool) -> LazyArray:
         opener = functools.partial(type(self).open_array, path, inner)
-        where = f"{path}/{inner}" if inner else str(path)
-        stored = len(opener().shape)
+        stored = opener()
         spatial = "ZYX"[-cfg.ndim :]
-        if axes.upper() == BIAPY_AXES and stored in (cfg.ndim, cfg.ndim + 1):
-            axes = spatial if stored == cfg.ndim else spatial + "C"
-        return LazyArray(opener, axes, cfg.ndim, where, key, channels=channels)
+        if axes.upper() == BIAPY_AXES and len(stored.shape) in (cfg.ndim, cfg.ndim + 1):
+            axes = spatial if len(stored.shape) == cfg.ndim else spatial + "C"
+        where = f"{path}/{inner}" if inner else str(path)
+        return LazyArray(opener, axes, cfg.ndim, where, key, channels=channels, stored=stored)
 
 
 def _in_memory(array: LazyArray, key: str) -> np.ndarray:
     """The whole array read into memory, or an error when it cannot fit."""
     nbytes = array.size * array.dtype.itemsize
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        memory = None
+    memory = physical_memory()
     if memory and nbytes > memory // 2:
         raise SegflowError(
             f"{array.where}: {nbytes / 2**30:.1f} GiB does not fit in memory ({memory / 2**30:.1f} GiB on this machine); "

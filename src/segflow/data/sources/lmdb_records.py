@@ -143,10 +143,6 @@ class _StoredRecord:
         return np.array(self.array[key])
 
 
-def _open_record(db: str, key: bytes) -> _StoredRecord:
-    return _StoredRecord(db, key)
-
-
 class LmdbSource:
     """A database of ``segflow build-lmdb`` as ``DATA.TRAIN.PATH`` (``<name>-train.lmdb``) or, with
     ``DATA.VAL.FROM_TRAIN: false``, ``DATA.VAL.PATH`` (``<name>-val.lmdb``): one sample per record.
@@ -216,7 +212,7 @@ def _check_fits(cfg: Config, meta: dict, db: str) -> None:
 def _array(db: str, kind: str, i: int, in_memory: bool, key: str) -> np.ndarray | LazyArray:
     """Record ``i``'s image ``(y, x, c)`` or mask ``(y, x)``: copied into memory, or lazy over the memory map."""
     if in_memory:
-        return np.array(_open_record(db, record_key(kind, i)).array)
-    opener = functools.partial(_open_record, db, record_key(kind, i))
+        return np.array(_StoredRecord(db, record_key(kind, i)).array)
+    opener = functools.partial(_StoredRecord, db, record_key(kind, i))
     image = kind == "image"
     return LazyArray(opener, "YXC" if image else "YX", 2, f"{db}/{record_key(kind, i).decode()}", key, channels=image)

@@ -61,7 +61,8 @@ def _human(nbytes: int) -> str:
     return f"{nbytes} bytes"  # pragma: no cover
 
 
-def _physical_memory() -> int | None:
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where it cannot be told."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -81,7 +82,7 @@ def check_declared_size(path: Path, nbytes: int, compressed: bool, stored: int |
             f"{path}: cannot be read as an image (the header declares {_human(nbytes)} of pixels from {_human(size)} of "
             "compressed data); the file may be corrupt or truncated (if the image really is that empty, save it uncompressed)"
         )
-    memory = _physical_memory()
+    memory = physical_memory()
     if memory and nbytes > memory:
         raise SegflowError(
             f"{path}: cannot be read as an image (it needs {_human(nbytes)} of memory, more than this machine's "
