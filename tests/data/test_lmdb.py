@@ -146,7 +146,7 @@ def test_the_same_seeded_patches_as_the_tiles_in_an_image_folder(tmp_path, data2
     tree["DATA"]["VAL"] = {"FROM_TRAIN": False, **val}
     reference = _patches(build_config(tree)[0])
     cfg = build_config(_lmdb_config(data2d, dbs, in_memory, **RANDOM_PATCHES))[0]
-    assert isinstance(open_source(cfg, cfg.DATA.TRAIN.PATH), LmdbSource)
+    assert isinstance(open_source(cfg, cfg.DATA.TRAIN.PATH, "train"), LmdbSource)
     loaded = load_data(cfg)
     assert (len(loaded.train), len(loaded.val)) == (12, 4)
     assert all(isinstance(s.image, np.ndarray) == in_memory for s in loaded.train + loaded.val)

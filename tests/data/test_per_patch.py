@@ -152,7 +152,7 @@ def test_training_data_comes_from_the_source_that_accepts_the_path(tmp_path, mon
         name = "mapped"
 
         @staticmethod
-        def accepts(cfg, image_path: str) -> bool:
+        def accepts(cfg, image_path: str, what: str) -> bool:
             return image_path.endswith(".mapped")
 
         def samples(self, cfg, image_path, mask_path, what, rules):
@@ -170,4 +170,4 @@ def test_training_data_comes_from_the_source_that_accepts_the_path(tmp_path, mon
     x, y = train_ds.crop(0, (0, 16))
     np.testing.assert_allclose(x[0, :, 0], np.arange(16, 48) / 255, rtol=1e-6)
     np.testing.assert_array_equal(y[0, :, 0], np.arange(16, 48) > 31)
-    assert isinstance(sources.open_source(cfg, str(tmp_path)), sources.FolderSource)
+    assert isinstance(sources.open_source(cfg, str(tmp_path), "train"), sources.FolderSource)

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 import zarr
 from conftest import tiny_config
+from PIL import Image
 
 from segflow.config.loader import build_config
 from segflow.data.sources import Hdf5Source, ZarrSource, open_source
@@ -28,7 +29,10 @@ def _write(kind: str, path: Path, arrays: dict[str, np.ndarray], axes_from_zyx=l
     path.mkdir(parents=True, exist_ok=True)
     for name, a in arrays.items():
         a = axes_from_zyx(a)
-        if kind == "h5":
+        if kind in ("tiff", "tiff_tiled"):  # uncompressed: memory-mapped; tiled and compressed: tifffile's Zarr view
+            tiled = dict(compression="zlib", tile=(16, 16)) if kind == "tiff_tiled" else {}
+            tifffile.imwrite(path / f"{name}.tif", a, **tiled)
+        elif kind == "h5":
             with h5py.File(path / f"{name}.h5", "w") as f:
                 f.create_dataset("data", data=a, chunks=True)
         elif kind == "ome":
@@ -50,7 +54,7 @@ def _patches(cfg) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(it["image"], it["label"]) for it in items]
 
 
-@pytest.mark.parametrize("kind", ["zarr2", "zarr3", "ome", "h5"])
+@pytest.mark.parametrize("kind", ["zarr2", "zarr3", "ome", "h5", "tiff", "tiff_tiled"])
 @pytest.mark.parametrize("in_memory", [True, False])
 @pytest.mark.parametrize("ndim", ["2D", "3D"])
 def test_the_same_seeded_patches_from_every_source(tmp_path, data2d, data3d, kind, in_memory, ndim) -> None:
@@ -69,6 +73,56 @@ def test_the_same_seeded_patches_from_every_source(tmp_path, data2d, data3d, kin
     for (a, b), (c, d) in zip(got, reference):
         np.testing.assert_array_equal(a, c)  # bit-identical: normalised with the same statistics, same draws
         np.testing.assert_array_equal(b, d)
+
+
+def test_lazy_tiff_reads_a_memory_map_or_the_tiles_of_a_patch_with_the_files_axes(tmp_path) -> None:
+    """An uncompressed stack is memory-mapped; a tiled, compressed ImageJ hyperstack (ZCYX) is read through tifffile's
+    Zarr view, one tile at a time, and seen (z, y, x, c) as reading it whole gives; PNGs beside TIFFs: in memory."""
+    from segflow.data.sources import FolderSource, TiffSource
+
+    rng = np.random.default_rng(0)
+    stack, hyper = rng.integers(0, 255, (6, 40, 48), np.uint8), rng.integers(0, 60000, (4, 2, 64, 64), np.uint16)
+    (tmp_path / "x").mkdir()
+    tifffile.imwrite(tmp_path / "x/plain.tif", stack)
+    tifffile.imwrite(tmp_path / "x/hyper.tif", hyper, imagej=True, metadata={"axes": "ZCYX"}, compression="zlib", tile=(16, 16))
+    tree = tiny_config(tmp_path, "3D", DATA={"PATCH_SIZE": "(4, 16, 16, 2)", "TRAIN": {"IN_MEMORY": False}})
+    cfg = build_config(tree)[0]
+    assert isinstance(open_source(cfg, str(tmp_path / "x"), "train"), TiffSource)
+    assert isinstance(open_source(cfg, str(tmp_path / "x"), "validation"), FolderSource)  # DATA.VAL.IN_MEMORY stays true
+    image = TiffSource()._array(cfg, tmp_path / "x/hyper.tif", None, "TZCYX", "K", True)
+    assert isinstance(image.stored, zarr.Array) and image.stored.chunks == (1, 1, 16, 16)
+    assert image.shape == (4, 64, 64, 2)
+    np.testing.assert_array_equal(image[1:3, 10:30, 40:60], np.moveaxis(hyper, 1, -1)[1:3, 10:30, 40:60])
+    plain = TiffSource()._array(cfg, tmp_path / "x/plain.tif", None, "TZCYX", "K", False)
+    assert isinstance(plain.stored, np.memmap) and plain.shape == (6, 40, 48)
+    np.testing.assert_array_equal(plain[2:5, 3:19], stack[2:5, 3:19])
+    Image.fromarray(stack[0]).save(tmp_path / "x/other.png")
+    assert isinstance(open_source(cfg, str(tmp_path / "x"), "train"), FolderSource)
+
+
+def test_lazy_tiff_masks_and_axes_that_cannot_be_told_are_one_clear_line(tmp_path) -> None:
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+    tifffile.imwrite(tmp_path / "x/a.tif", np.zeros((8, 32, 32), np.uint8))
+    tifffile.imwrite(tmp_path / "y/a.tif", np.full((8, 32, 32), 0.5, np.float32))
+    assert _bad(tmp_path) == f"{tmp_path}/y/a.tif: mask holds non-integer values (float32); masks must hold integer class ids 0..N_CLASSES-1"
+    tifffile.imwrite(tmp_path / "x/a.tif", np.zeros((2, 3, 8, 32, 32), np.uint8))  # QQQYX: three generic axes
+    assert _bad(tmp_path) == (
+        f"{tmp_path}/x/a.tif: cannot tell the axes of the TIFF (tifffile reads QQQYX for (2, 3, 8, 32, 32)); "
+        "set DATA.TRAIN.INPUT_IMG_AXES_ORDER to them (letters of TZCYX)"
+    )
+    tifffile.imwrite(tmp_path / "x/a.tif", np.zeros((8, 32, 32), np.uint8), compression="zlib", tile=(16, 16))
+    with tifffile.TiffFile(tmp_path / "x/a.tif") as tif:
+        offset, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    with open(tmp_path / "x/a.tif", "r+b") as f:  # the first tile's compressed bytes damaged
+        f.seek(offset)
+        f.write(b"\xff" * count)
+    tifffile.imwrite(tmp_path / "y/a.tif", np.zeros((8, 32, 32), np.uint8))
+    tree = tiny_config(tmp_path, "3D", DATA={"PATCH_SIZE": "(8, 32, 32, 1)"})
+    tree["DATA"]["TRAIN"] = {"PATH": str(tmp_path / "x"), "GT_PATH": str(tmp_path / "y"), "IN_MEMORY": False}
+    image = load_data(build_config(tree)[0]).train[0].image
+    with pytest.raises(SegflowError, match=rf"^{tmp_path}/x/a.tif: cannot read \[0:6, :, :, :\] \(.*\); the file may be corrupt or truncated$"):
+        image[0:6]  # the training part: the first 6 of 8 slices
 
 
 def test_image_and_mask_inside_one_container_in_another_axis_order(tmp_path, data3d) -> None:
@@ -90,8 +144,8 @@ def test_image_and_mask_inside_one_container_in_another_axis_order(tmp_path, dat
     for (a, b), (c, d) in zip(_patches(cfg), reference, strict=True):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
-    assert isinstance(open_source(cfg, str(tmp_path / "c")), ZarrSource)
-    assert isinstance(open_source(cfg, str(tmp_path / "v.h5")), Hdf5Source)
+    assert isinstance(open_source(cfg, str(tmp_path / "c"), "train"), ZarrSource)
+    assert isinstance(open_source(cfg, str(tmp_path / "v.h5"), "train"), Hdf5Source)
 
 
 def test_a_single_large_volume_is_split_without_reading_it(tmp_path) -> None:
@@ -200,12 +254,14 @@ def test_check_describes_a_zarr_source_from_metadata_and_a_bounded_sample(tmp_pa
     assert "  classes (pixel fraction): 0: " in out and out.rstrip().endswith("OK: config and data are ready")
 
 
-def test_training_from_hdf5_read_patch_by_patch_in_a_worker_process(tmp_path, data2d, cli) -> None:
-    """A real run: the loader's worker process opens its own HDF5 handle (h5py's must not cross a fork)."""
+@pytest.mark.parametrize("kind", ["h5", "tiff_tiled"])
+def test_training_read_patch_by_patch_in_a_worker_process(tmp_path, data2d, cli, kind) -> None:
+    """A real run: the loader's worker process opens its own HDF5 handle (h5py's must not cross a fork), or its own
+    TIFF file under tifffile's Zarr view."""
     from conftest import write_yaml
 
-    x = _write("h5", tmp_path / "x", _folder_arrays(data2d / "train/x"))
-    y = _write("h5", tmp_path / "y", _folder_arrays(data2d / "train/y"))
+    x = _write(kind, tmp_path / "x", _folder_arrays(data2d / "train/x"))
+    y = _write(kind, tmp_path / "y", _folder_arrays(data2d / "train/y"))
     tree = tiny_config(data2d, SYSTEM={"NUM_WORKERS": 1}, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False})
     tree["DATA"]["TRAIN"] = {"PATH": str(x), "GT_PATH": str(y), "IN_MEMORY": False}
     code, out, err = cli("run", "--config", write_yaml(tmp_path / "c.yaml", tree), "--result_dir", tmp_path / "res", "--name", "h")

@@ -23,7 +23,7 @@ def _describe(
     """Read and check every image (and mask) of a folder, print what was found; return each image with its shape.
     Zarr, HDF5 and other sources than image folders are described from their metadata and a bounded sample."""
 
-    if what != "test" and not isinstance(source := open_source(cfg, image_dir), FolderSource):
+    if what != "test" and not isinstance(source := open_source(cfg, image_dir, what), FolderSource):
         return _describe_source(label, cfg, source, image_dir, mask_dir, what)
     pairs = list_pairs(image_dir, mask_dir, what)
     shapes, dtypes = set(), set()

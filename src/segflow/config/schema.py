@@ -113,8 +113,9 @@ class TrainDataConfig(ArraysConfig):
     GT_PATH: str = Field("user_data/train/y", description="Folder of training masks, paired with the images by sorted file name.")
     IN_MEMORY: bool = Field(
         True,
-        description="Zarr and HDF5 arrays: read each whole into memory (true) or one patch at a time (false: data larger than RAM). "
-        "Image files in folders (TIFF, PNG, ...) are always decoded into memory.",
+        description="Zarr and HDF5 arrays, and folders of TIFF files: read each whole into memory (true) or one patch at a time "
+        "(false: data larger than RAM; a TIFF is memory-mapped, or only the pages or tiles a patch touches are decoded). "
+        "Folders holding other image files (PNG, JPEG, NumPy) are always decoded into memory.",
     )
     REPLICATE: int = Field(0, ge=0, description="With EXTRACT_RANDOM_PATCH: repeat the image list this many times per epoch (0 or 1 = once).")
     OVERLAP: Overlap = Field((0, 0), description="Without EXTRACT_RANDOM_PATCH: minimum overlap of the training patch grid, fraction per axis in [0, 1).")

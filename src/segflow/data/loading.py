@@ -64,12 +64,12 @@ def load_train_data(cfg: Config, rules: MaskRules) -> TrainData:
     Images stay raw: each sample carries its normalisation statistics, applied patch by patch."""
     d = cfg.DATA
     checked = rules if d.TRAIN.CHECK_DATA else None
-    raw = open_source(cfg, d.TRAIN.PATH).samples(cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train", checked)
+    raw = open_source(cfg, d.TRAIN.PATH, "train").samples(cfg, d.TRAIN.PATH, d.TRAIN.GT_PATH, "train", checked)
     if d.VAL.FROM_TRAIN:
         train, val = split_train_val(raw, d.VAL.SPLIT_TRAIN, d.VAL.RANDOM, cfg.SYSTEM.SEED)
     else:
         train = raw
-        val = open_source(cfg, d.VAL.PATH).samples(cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation", checked)
+        val = open_source(cfg, d.VAL.PATH, "validation").samples(cfg, d.VAL.PATH, d.VAL.GT_PATH, "validation", checked)
     normalizer = Normalizer(d.NORMALIZATION)
     normalizer.fit([s.image for s in train])
     train, val = ([replace(s, stats=normalizer.stats(s.image, str(s.path))) for s in part] for part in (train, val))

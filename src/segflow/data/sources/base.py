@@ -33,8 +33,9 @@ class Source(Protocol):
     name: ClassVar[str]
 
     @staticmethod
-    def accepts(cfg: Config, image_path: str) -> bool:
-        """Whether this source reads ``image_path`` (a ``DATA.*.PATH``) as ``cfg`` configures it."""
+    def accepts(cfg: Config, image_path: str, what: str) -> bool:
+        """Whether this source reads ``image_path`` (a ``DATA.*.PATH``) as ``cfg`` configures it; ``what`` ('train',
+        'validation') says which part."""
 
     def samples(self, cfg: Config, image_path: str, mask_path: str | None, what: str, rules: MaskRules | None) -> list[Sample]:
         """Every image of ``image_path`` with its mask from ``mask_path``, checked (masks against ``rules``,

@@ -32,7 +32,7 @@ class ContainerSource:
         raise NotImplementedError
 
     @classmethod
-    def accepts(cls, cfg: Config, image_path: str) -> bool:
+    def accepts(cls, cfg: Config, image_path: str, what: str) -> bool:
         """A container itself, or a folder holding containers."""
         path = Path(image_path)
         return cls._is_container(path) or (path.is_dir() and any(cls._is_container(p) for p in path.iterdir()))
@@ -74,21 +74,37 @@ class ContainerSource:
             mask = self._array(cfg, msk, msk_inner, part.INPUT_MASK_AXES_ORDER, f"{prefix}.INPUT_MASK_AXES_ORDER", False)
             check_same_size(what, image.where, image.shape[:-1], mask.where, mask.shape)
             if rules is not None:
+                integer = cfg.PROBLEM.SEMANTIC_SEG.ENCODING != "linear"
                 rows = slabs(mask, aligned=True)
                 for i in rows:  # a slab at a time: the mask may not fit in memory
-                    rules.check_mask(np.asarray(mask[i : i + rows.step]), Path(mask.where))
+                    _check_mask_slab(np.asarray(mask[i : i + rows.step]), Path(mask.where), rules, integer)
         if part.IN_MEMORY:
             image, mask = (None if a is None else _in_memory(a, f"{prefix}.IN_MEMORY") for a in (image, mask))
         return Sample(img.stem, image, mask, img, msk)
 
+    @classmethod
+    def default_axes(cls, path: Path, shape: tuple[int, ...], ndim: int, channels: int, key: str) -> str:
+        """The stored axes of an array of ``shape`` when ``key`` is left at BiaPy's default: ``(Z)YX``, or
+        ``(Z)YXC`` with one more axis (``channels`` is the expected channel count: 1 for a mask)."""
+        spatial = "ZYX"[-ndim:]
+        if len(shape) in (ndim, ndim + 1):
+            return spatial if len(shape) == ndim else spatial + "C"
+        return BIAPY_AXES
+
     def _array(self, cfg: Config, path: Path, inner: str | None, axes: str, key: str, channels: bool) -> LazyArray:
         opener = functools.partial(type(self).open_array, path, inner)
         stored = opener()
-        spatial = "ZYX"[-cfg.ndim :]
-        if axes.upper() == BIAPY_AXES and len(stored.shape) in (cfg.ndim, cfg.ndim + 1):
-            axes = spatial if len(stored.shape) == cfg.ndim else spatial + "C"
+        if axes.upper() == BIAPY_AXES:
+            axes = self.default_axes(path, tuple(stored.shape), cfg.ndim, cfg.in_channels if channels else 1, key)
         where = f"{path}/{inner}" if inner else str(path)
         return LazyArray(opener, axes, cfg.ndim, where, key, channels=channels, stored=stored)
+
+
+def _check_mask_slab(slab: np.ndarray, path: Path, rules: MaskRules, integer: bool) -> None:
+    """One slab of a mask read lazily: class ids (whole numbers, for every encoding but ``linear``) that fit ``rules``."""
+    if integer and np.issubdtype(slab.dtype, np.floating) and not (np.all(np.isfinite(slab)) and np.array_equal(slab, np.round(slab))):
+        raise SegflowError(f"{path}: mask holds non-integer values ({slab.dtype}); masks must hold integer class ids 0..N_CLASSES-1")
+    rules.check_mask(slab, path)
 
 
 def _in_memory(array: LazyArray, key: str) -> np.ndarray:

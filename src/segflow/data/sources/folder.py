@@ -15,7 +15,7 @@ class FolderSource:
     name: ClassVar[str] = "folder"
 
     @staticmethod
-    def accepts(cfg: Config, image_path: str) -> bool:
+    def accepts(cfg: Config, image_path: str, what: str) -> bool:
         """Any path: the folder source is the last one asked."""
         return True
 

@@ -156,7 +156,7 @@ class LmdbSource:
     name: ClassVar[str] = "lmdb"
 
     @staticmethod
-    def accepts(cfg: Config, image_path: str) -> bool:
+    def accepts(cfg: Config, image_path: str, what: str) -> bool:
         """A path ending in ``.lmdb`` (the folder LMDB writes)."""
         return Path(image_path).suffix.lower() == SUFFIX
 

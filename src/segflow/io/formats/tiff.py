@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -35,8 +36,62 @@ class Tiff(FileFormat):
         return (".tiff" if mask_path.suffix.lower() == ".tiff" else ".tif"), False
 
 
+def open_lazy(path: Path) -> Any:
+    """The first series of a TIFF as an array that reads only what is sliced, in tifffile's axes (``series_axes``):
+    a read-only memory map when the pixels lie uncompressed in one block, else tifffile's Zarr view, which decodes
+    only the pages or tiles a slice touches. A damaged header is one clear error, as on reading."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            _check_strips(path, series)
+            contiguous = series.dataoffset is not None
+        if contiguous:
+            return tifffile.memmap(path, mode="r", series=0)
+        import zarr  # here: only compressed or tiled TIFFs read patch by patch need it
+
+        return zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
+    except SegflowError:
+        raise
+    except Exception as exc:  # decoders raise many types for damaged files; all mean the same to a user
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise SegflowError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); the file may be corrupt or truncated") from None
+
+
+def series_axes(path: Path) -> str:
+    """tifffile's axes of the first series (e.g. ``QYX``, ``YXS``, ImageJ's ``ZCYX``), matching ``open_lazy``'s shape."""
+    with tifffile.TiffFile(path) as tif:
+        return tif.series[0].axes
+
+
+def biapy_axes(axes: str, shape: tuple[int, ...], ndim: int, channels: int) -> str | None:
+    """tifffile's ``axes`` of an array of ``shape`` in BiaPy's letters (``TZCYX``), as ``io.images`` reads the whole
+    file: samples (S) are channels; a generic page axis (Q, I) is z in 3D, or in 2D the channels when it has
+    ``channels`` entries; an RGB-like ``SYX`` in 3D with another channel count is a small stack. None when the
+    letters cannot say (two channel axes, several stacks): the user names the order."""
+    if ndim == 3 and axes == "SYX" and shape[0] != channels:
+        axes = "ZYX"
+    out = ""
+    for a, n in zip(axes, shape):
+        if a == "S":
+            a = "C"
+        elif a in "QI":
+            a = "Z" if ndim == 3 and "Z" not in axes + out else "C" if ndim == 2 and n == channels else "T"
+        elif a not in "TZCYX":
+            a = "T"
+        out += a
+    return out if len(set(out)) == len(out) else None
+
+
 def _check_tiff_header(path: Path, series: tifffile.TiffPageSeries) -> None:
     """The first page must store every strip or tile it declares, and no more pixels than the file can hold."""
+    page = _check_strips(path, series)
+    # A 1-bit (bilevel) page stores 8 pixels a byte, though it decodes to one bool byte a pixel.
+    stored = series.nbytes if page.bitspersample != 1 else -(-series.nbytes // 8)
+    check_declared_size(path, stored, compressed=page.compression != 1)
+
+
+def _check_strips(path: Path, series: tifffile.TiffPageSeries) -> tifffile.TiffPage:
+    """The first page must store every strip or tile it declares; returns the page."""
     page = series.keyframe
     declared = math.prod(getattr(page, "chunked", ()) or (1,))
     if len(page.dataoffsets) < declared:
@@ -44,9 +99,7 @@ def _check_tiff_header(path: Path, series: tifffile.TiffPageSeries) -> None:
             f"{path}: cannot be read as an image (the header declares {declared} strips or tiles but lists "
             f"{len(page.dataoffsets)}); the file may be corrupt or truncated"
         )
-    # A 1-bit (bilevel) page stores 8 pixels a byte, though it decodes to one bool byte a pixel.
-    stored = series.nbytes if page.bitspersample != 1 else -(-series.nbytes // 8)
-    check_declared_size(path, stored, compressed=page.compression != 1)
+    return page
 
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray, ndim: int, reference: str | os.PathLike | None = None) -> None:
