@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,68 @@ def memory_mib() -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0]) / 1024
     return out
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo.extend(children.get(out[-1], []))
+    return out
+
+
+def tree_memory(pid: int) -> tuple[float, float]:
+    """PSS and RSS of ``pid``'s process tree, each summed over its processes, MiB (a process gone counts 0). PSS
+    counts a page shared by n processes 1/n in each (forked readers share the parent's pages); RSS counts it in all."""
+    pss = rss = 0.0
+    for p in _tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, _, value = line.partition(":")
+            if key in ("Pss", "Rss"):
+                kib = float(value.split()[0])
+                pss, rss = (pss + kib, rss) if key == "Pss" else (pss, rss + kib)
+    return pss / 1024, rss / 1024
+
+
+class TreePeak:
+    """The peak PSS and RSS (MiB, ``tree_memory``) of a process tree, sampled every ``interval`` s in a thread
+    while the ``with`` block runs (or until ``stop``)."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.2) -> None:
+        self.pid, self.interval = pid or os.getpid(), interval
+        self.pss = self.rss = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            pss, rss = tree_memory(self.pid)
+            self.pss, self.rss = max(self.pss, pss), max(self.rss, rss)
+            self._done.wait(self.interval)
+
+    def __enter__(self) -> TreePeak:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def layout(ndim: int, channels_last: bool):

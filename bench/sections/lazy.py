@@ -13,17 +13,17 @@ in-memory folder of the same images, in turn.
 
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.harness import Context, by_pair, main, med, memory_mib, now, spread
+from bench.harness import Context, TreePeak, by_pair, main, med, now, spread
 
 EDGE = {"full": 2048, "quick": 1024}
 CHUNK = 64
 BATCHES = {"full": 40, "quick": 20}  # batches of 4 patches drained per measurement
+TRAIN_PATCHES = 8  # patches a training epoch (REPLICATE of the one volume)
 
 
 def make_volume(root: Path, edge: int) -> Path:
@@ -83,15 +83,32 @@ def _drain(loader, batches: int) -> float:
 
 
 def child_large(a: dict) -> dict:
-    """Patches/s from the large volume read patch by patch, and the peak RSS of the process tree."""
-    setup = now()
-    loader = _loader(_tree(a["x"], a["y"], 3, False, a["workers"]))
-    setup = now() - setup
-    rate = _drain(loader, a["batches"])
-    main_peak = memory_mib()["VmHWM"]
-    del loader  # its readers exit, so their peak is counted
-    reader_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"rate": rate, "setup_s": setup, "main_mib": main_peak, "reader_mib": reader_peak}
+    """Patches/s from the large volume through the loader alone (``a["workers"]`` readers), the mask check skipped."""
+    tree = _tree(a["x"], a["y"], 3, False, a["workers"])
+    tree["DATA"]["TRAIN"]["CHECK_DATA"] = False
+    with TreePeak() as peak:
+        loader = _loader(tree)
+        rate = _drain(loader, a["batches"])
+        del loader
+    return {"rate": rate, "pss": peak.pss, "rss": peak.rss}
+
+
+def child_large_train(a: dict) -> dict:
+    """``segflow.training.train`` from the large volume with ``a["workers"]`` readers: the set-up time (``load_data``:
+    metadata, and with ``a["check"]`` the whole-mask value check), patches/s and the data-wait share of each epoch
+    after the first (from its own epoch log), and the peak PSS and RSS of the process tree (readers included)."""
+    from segflow.config.loader import build_config
+    from segflow.training.datasets import load_data
+
+    tree = _train_tree(_tree(a["x"], a["y"], 3, False, a["workers"]), a["epochs"])
+    tree["DATA"]["TRAIN"]["CHECK_DATA"] = a["check"]
+    with TreePeak() as peak:
+        cfg = build_config(tree)[0]
+        start = now()
+        data = load_data(cfg)
+        setup = now() - start
+        rows = _train(cfg, Path(a["dir"]), data)
+    return {"setup_s": setup, **rows, "pss": peak.pss, "rss": peak.rss}
 
 
 def child_in_turn(a: dict) -> dict:
@@ -104,25 +121,35 @@ def child_in_turn(a: dict) -> dict:
     return rates
 
 
-def child_train(a: dict) -> dict:
-    """``segflow.training.train`` on ``a["tree"]`` (BiaPy's 3D template network) for a few epochs: patches/s of each
-    epoch after the first, from its own epoch log."""
+def _train_tree(tree: dict, epochs: int) -> dict:
+    """``tree`` with BiaPy's 3D template network (U-Net 16-256), 8 patches of 64^3 an epoch in batches of 4."""
+    tree = {**tree, "MODEL": {"FEATURE_MAPS": [16, 32, 64, 128, 256]}}
+    tree["DATA"] = {**tree["DATA"], "TRAIN": {**tree["DATA"]["TRAIN"], "REPLICATE": TRAIN_PATCHES}}
+    tree["TRAIN"] = {"ENABLE": True, "EPOCHS": epochs, "BATCH_SIZE": 4, "OPTIMIZER": "ADAMW", "LR": 1e-3}
+    return tree
+
+
+def _train(cfg: Any, folder: Path, data: Any = None) -> dict:
+    """``train`` as ``segflow run`` calls it; patches/s and data-wait share of each epoch after the first."""
     import csv
 
-    from segflow.config.loader import build_config
     from segflow.io.paths import RunPaths
     from segflow.report.charts import Charts
     from segflow.training.trainer import train
 
-    tree = {**a["tree"], "MODEL": {"FEATURE_MAPS": [16, 32, 64, 128, 256]}}
-    tree["DATA"] = {**tree["DATA"], "TRAIN": {**tree["DATA"]["TRAIN"], "REPLICATE": 8}}
-    tree["TRAIN"] = {"ENABLE": True, "EPOCHS": a["epochs"], "BATCH_SIZE": 4, "OPTIMIZER": "ADAMW", "LR": 1e-3}
-    cfg = build_config(tree)[0]
-    paths = RunPaths(Path(a["dir"]), "lazy", "1")
-    train(cfg, paths, gpu="cpu", callbacks=[Charts(paths)])
+    paths = RunPaths(folder, "lazy", "1")
+    train(cfg, paths, gpu="cpu", data=data, callbacks=[Charts(paths)])
     with open(paths.log_csv) as f:
-        seconds = [float(r["time"]) for r in csv.DictReader(f)][1:]
-    return {"rates": [8 / s for s in seconds]}
+        rows = list(csv.DictReader(f))[1:]
+    return {"rates": [TRAIN_PATCHES / float(r["time"]) for r in rows], "wait": [float(r["data_wait"]) / float(r["time"]) for r in rows]}
+
+
+def child_train(a: dict) -> dict:
+    """``segflow.training.train`` on ``a["tree"]`` (BiaPy's 3D template network) for a few epochs: patches/s of each
+    epoch after the first, from its own epoch log."""
+    from segflow.config.loader import build_config
+
+    return _train(build_config(_train_tree(a["tree"], a["epochs"]))[0], Path(a["dir"]))
 
 
 def _lmdb(ctx: Context) -> tuple[Path, Path]:
@@ -148,13 +175,23 @@ def lazy_section(ctx: Context) -> None:
         f"chunks {CHUNK}^3, made in {made:.0f} s), random 64^3 patches, batches of 4, {batches} batches after one; "
         "baseline column: the size of the image"
     )
+    big_args = dict(x=str(big / "x.zarr"), y=str(big / "y.zarr"))
     for workers in (0, 2):
-        r = ctx.runner.child(child_large, name=f"{workers} readers", x=str(big / "x.zarr"), y=str(big / "y.zarr"), workers=workers, batches=batches)
+        r = ctx.runner.child(child_large, name=f"{workers} readers", workers=workers, batches=batches, **big_args)
+        if r:
+            ctx.table.row(f"patches/s, the loader alone, {workers} reader process(es) (peak RSS of the tree {r['rss']:.0f} MiB)", r["rate"], None, "{:.1f}")
+    ctx.table.section(
+        f"training (segflow.training.train, 3D U-Net 16-256, {TRAIN_PATCHES} random 64^3 patches an epoch, batches of 4) from the "
+        f"{edge}^3 volume read patch by patch; median over the epochs after the first; baseline column: the size of the image"
+    )
+    for workers in (0, 1, 2):
+        check = workers == 0  # the whole-mask check once: it does not depend on the readers
+        r = ctx.runner.child(child_large_train, name=f"train {workers} readers", workers=workers, epochs=3 if ctx.quick else 5, check=check, **big_args)
         if not r:
             continue
-        tree = r["main_mib"] + workers * r["reader_mib"]
-        ctx.table.row(f"patches/s, {workers} reader process(es) (set up in {r['setup_s']:.0f} s: metadata, mask check)", r["rate"], None, "{:.1f}")
-        ctx.table.row(f"  peak RSS MiB of the process tree, {workers} reader(s) (main {r['main_mib']:.0f} + readers)", tree, gib * 1024, "{:.0f}", higher_better=False)
+        setup = f"set up in {r['setup_s']:.0f} s" + (", with the mask check" if check else ", no mask check")
+        ctx.table.row(f"patches/s, {workers} reader(s) ({setup}); data-wait share of an epoch {med(r['wait']):.0%}", med(r["rates"]), None, "{:.2f}", noise=(spread(r["rates"]), None))
+        ctx.table.row(f"  peak MiB of the process tree, {workers} reader(s): PSS (RSS sum {r['rss']:.0f})", r["pss"], gib * 1024, "{:.0f}", higher_better=False)
     small = make_volume(ctx.work / "volume512", 512)
     ctx.table.section("read patch by patch against in memory, in turn, median of 3 drains; baseline column: in memory")
     common = dict(batches=batches)

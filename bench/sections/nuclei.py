@@ -13,17 +13,16 @@ whole job peaked at 1.47 GB on the real set, segflow 0.1's at 2.58 GB.
 
 from __future__ import annotations
 
-import os
+import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import tifffile
 import yaml
 
-from bench.harness import ROOT, Context, main, now
+from bench.harness import ROOT, Context, TreePeak, main, now
 
 # The Data Science Bowl 2018 stage 1 training images by size (670 in all), scaled to the issue's 531.
 DSB_SIZES = {
@@ -82,59 +81,17 @@ def config(data: Path, epochs: int, workers: int) -> dict:
     return template
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def tree_memory(pid: int) -> tuple[float, float]:
-    """PSS and RSS of ``pid``'s process tree, summed, in MiB (0 for a process that has just gone)."""
-    pss = rss = 0.0
-    for p in _tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith(("Pss:", "Rss:")):
-                    kib = float(line.split()[1])
-                    pss, rss = (pss + kib, rss) if line.startswith("Pss:") else (pss, rss + kib)
-        except OSError:
-            continue
-    return pss / 1024, rss / 1024
-
-
 def run_job(cfg_path: Path, result_dir: Path, interval: float = 0.2) -> dict:
     """``segflow run`` of ``cfg_path`` in a process of its own; the peak PSS and RSS of its tree while it ran."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "segflow", "run", "--config", str(cfg_path), "--result_dir", str(result_dir), "--name", "nuclei"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    peak = {"pss": 0.0, "rss": 0.0}
-
-    def sample() -> None:
-        while proc.poll() is None:
-            pss, rss = tree_memory(proc.pid)
-            peak["pss"], peak["rss"] = max(peak["pss"], pss), max(peak["rss"], rss)
-            threading.Event().wait(interval)
-
     start = now()
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out = proc.communicate()[0]
-    sampler.join()
+    with TreePeak(proc.pid, interval) as peak:
+        out = proc.communicate()[0]
     said = [line.strip() for line in out.splitlines() if line.startswith("Training on") or "IoU" in line]
-    return {"code": proc.returncode, "seconds": now() - start, **peak, "tail": out.splitlines()[-3:], "said": said[:1] + said[-1:]}
+    return {"code": proc.returncode, "seconds": now() - start, "pss": peak.pss, "rss": peak.rss, "tail": out.splitlines()[-3:], "said": said[:1] + said[-1:]}
 
 
 def nuclei_section(ctx: Context) -> None:
@@ -153,7 +110,9 @@ def nuclei_section(ctx: Context) -> None:
     for workers in (0, 2):
         path = ctx.work / f"nuclei{workers}.yaml"
         path.write_text(yaml.safe_dump(config(data, epochs, workers)))
-        r = run_job(path, ctx.work / f"nuclei-res{workers}")
+        results = ctx.work / f"nuclei-res{workers}"
+        shutil.rmtree(results, ignore_errors=True)  # a finished run would not train again (--keep)
+        r = run_job(path, results)
         if r["code"] != 0:
             print(f"  ! nuclei job with {workers} readers failed: {' | '.join(r['tail'])}", flush=True)
             continue

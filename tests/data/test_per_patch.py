@@ -171,3 +171,45 @@ def test_training_data_comes_from_the_source_that_accepts_the_path(tmp_path, mon
     np.testing.assert_allclose(x[0, :, 0], np.arange(16, 48) / 255, rtol=1e-6)
     np.testing.assert_array_equal(y[0, :, 0], np.arange(16, 48) > 31)
     assert isinstance(sources.open_source(cfg, str(tmp_path), "train"), sources.FolderSource)
+
+
+@pytest.mark.parametrize(("encoding", "n_classes"), [("categorical", 4), ("bitmask", 2), ("double_membrane", 2)])
+def test_targets_of_a_lazy_mask_are_read_in_whole_chunks_and_encoded_in_thin_slabs(tmp_path, monkeypatch, encoding, n_classes) -> None:
+    """Class counts read a lazy mask chunk by chunk (each decoded once) with the encoding's halo rows around, and
+    encode it in thinner slabs: together they are the whole mask's target."""
+    import functools
+
+    import zarr
+
+    from segflow.data import patches
+    from segflow.io.lazy import LazyArray
+
+    cfg = _cfg(tmp_path, encoding, n_classes, "3D")
+    enc = get_encoding(cfg)
+    mask = _membranes((20, 30, 27), seed=2)
+    if encoding == "categorical":
+        mask = np.where(mask == 7, 7, mask % 4).astype(np.uint8)
+    zarr.create_array(str(tmp_path / "m.zarr"), data=mask, chunks=(8, 16, 16))
+    lazy = LazyArray(lambda: zarr.open(str(tmp_path / "m.zarr"), mode="r"), "ZYX", 3, "m.zarr", "K", channels=False)
+    reads: list[tuple] = []
+    lazy_getitem = LazyArray.__getitem__
+    monkeypatch.setattr(LazyArray, "__getitem__", lambda self, key: reads.append(key) or lazy_getitem(self, key))
+    monkeypatch.setattr(patches, "slabs", functools.partial(patches.slabs, limit=3 * 30 * 27))  # 3 rows a slab
+    s = Sample("s", np.zeros((20, 30, 27, 1), np.uint8), lazy, Path("m.zarr"))
+    ds = PatchDataset([s], (4, 16, 8), mode="grid", encoding=enc)
+    got = list(ds.targets())
+    assert [t.shape[0] for t in got] == [3, 3, 2, 3, 3, 2, 3, 1]  # chunks of 8 rows, each in slabs of 3
+    h = enc.halo
+    assert reads == [slice(0, 8 + h), slice(8 - h, 16 + h), slice(16 - h, 20)]
+    np.testing.assert_array_equal(np.concatenate(got), enc.encode(mask))
+
+
+def test_values_present_in_a_large_slab_piece_by_piece() -> None:
+    from segflow.encodings.base import values_present
+
+    mask = np.zeros(3 * 2**22 + 5, np.uint8)
+    mask[[7, 2**22 + 1, 3 * 2**22 + 4]] = [3, 200, 255]
+    np.testing.assert_array_equal(values_present(mask), [0, 3, 200, 255])
+    wide = np.zeros(2**22 + 9, np.uint16)
+    wide[-1] = 60000
+    np.testing.assert_array_equal(values_present(wide), [0, 60000])

@@ -102,6 +102,23 @@ def test_same_seed_same_weights_other_seed_differs(cli, tmp_path, data2d):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_class_pixels_are_counted_for_class_rebalance_only(cli, tmp_path, data2d):
+    """With LOSS.CLASS_REBALANCE the loss weighs classes by the training pixels of each (stored in the checkpoint);
+    without it no mask is read for counts (slow on a large volume read patch by patch)."""
+    from segflow.encodings import get_encoding
+
+    cfg = tiny_config(data2d, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False}, LOSS={"CLASS_REBALANCE": True})
+    assert _run(cli, tmp_path, cfg, run_id="r")[0] == 0
+    assert _run(cli, tmp_path, {**cfg, "LOSS": {}}, run_id="p")[0] == 0
+    ck = tmp_path / "res" / "t" / "checkpoints"
+    rebalanced, plain = (torch.load(ck / f"t_{r}-checkpoint-last.pth", weights_only=False)["hyper_parameters"] for r in "rp")
+    built = build_config(cfg)[0]
+    data = load_data(built)
+    counts = get_encoding(built).class_counts([get_encoding(built).encode(s.mask) for s in data.train])[0]
+    assert rebalanced["class_counts"] == counts.tolist() and sum(counts) == sum(s.mask.size for s in data.train)
+    assert plain["class_counts"] is None and plain["n_valid"] is None
+
+
 def test_3d_training_and_test_phase(cli, tmp_path, data3d):
     code, out, err = _run(cli, tmp_path, tiny_config(data3d, ndim="3D", AUGMENTOR={"ENABLE": True, "ZFLIP": True}))
     assert code == 0, err

@@ -222,14 +222,28 @@ class PatchDataset(torch.utils.data.Dataset, Randomizable):
         return self.encoding.encode(s.mask[outer])[inner]
 
     def targets(self) -> Iterator[np.ndarray]:
-        """Every sample's target ``(rows, *spatial[1:], T)``, one slab of the first axis at a time (class pixel
-        counts: a lazy mask is never read whole)."""
+        """Every sample's target ``(rows, *spatial[1:], T)``, a slab of the first axis at a time (class pixel counts:
+        a lazy mask is never read whole). A lazy mask is read in whole chunks (each decoded once; with the
+        encoding's halo rows around) and encoded in thinner slabs of that, so a target slab stays ~2**24 values."""
         for i, s in enumerate(self.samples):
             if s.mask is None:
                 continue
-            rows = slabs(s.mask)
-            for r in rows:
-                yield self.target(i, (slice(r, min(r + rows.step, s.mask.shape[0])), *(slice(0, n) for n in s.mask.shape[1:])))
+            n = s.mask.shape[0]
+            if isinstance(s.mask, np.ndarray) or s.target is not None or self.encoding is None:
+                rows = slabs(s.mask)
+                for r in rows:
+                    yield self.target(i, (slice(r, min(r + rows.step, n)), *(slice(0, m) for m in s.mask.shape[1:])))
+                continue
+            h, block = self.encoding.halo, slabs(s.mask, aligned=True)
+            for r in block:
+                stop = min(r + block.step, n)
+                lo, hi = max(r - h, 0), min(stop + h, n)
+                raw = np.asarray(s.mask[lo:hi])
+                piece = slabs(raw)
+                for p in range(r, stop, piece.step):
+                    q = min(p + piece.step, stop)
+                    a, b = max(p - h, lo), min(q + h, hi)
+                    yield self.encoding.encode(raw[a - lo : b - lo])[p - a : q - a]
 
     def __getitem__(self, k: int) -> dict[str, np.ndarray]:
         i, start = self.index[k]

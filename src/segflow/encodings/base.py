@@ -159,7 +159,11 @@ def values_present(mask: np.ndarray) -> np.ndarray:
     """The distinct values of ``mask``, sorted: counted in linear time for 8- and 16-bit masks (a large volume is
     checked slab by slab, and sorting each slab would dominate), ``np.unique`` otherwise."""
     if mask.dtype in (np.uint8, np.uint16):
-        return np.flatnonzero(np.bincount(mask.ravel())).astype(mask.dtype)
+        flat, seen = mask.ravel(), np.zeros(2 ** (8 * mask.dtype.itemsize), dtype=bool)
+        for k in range(0, flat.size, 2**22):  # bincount counts in int64: 8 bytes a value at once, so a piece at a time
+            counts = np.bincount(flat[k : k + 2**22])
+            seen[: counts.size] |= counts > 0
+        return np.flatnonzero(seen).astype(mask.dtype)
     return np.unique(mask)
 
 

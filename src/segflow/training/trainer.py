@@ -110,8 +110,9 @@ def train(
     if early is not None:
         own.append(early)
 
-    counts, n_valid = get_encoding(cfg).class_counts(train_ds.targets())
-    model = SegModel(cfg.model_dump(mode="json"), counts.tolist(), data.normalizer.state(), n_valid)
+    # Class pixel counts weigh the loss only with CLASS_REBALANCE; they read every mask, slow for a large lazy one.
+    counts, n_valid = get_encoding(cfg).class_counts(train_ds.targets()) if cfg.LOSS.CLASS_REBALANCE else (None, None)
+    model = SegModel(cfg.model_dump(mode="json"), None if counts is None else counts.tolist(), data.normalizer.state(), n_valid)
     model.monitor = monitor
     if cfg.MODEL.LOAD_CHECKPOINT:
         start = choose_checkpoint(cfg, paths)

@@ -55,6 +55,8 @@ class ContainerSource:
             pairs = [(c, raw, c if mask_path is not None else None, gt) for c in images]
         elif mask_path is None:
             pairs = [(c, None, None, None) for c in images]
+        elif self._is_container(Path(image_path)) and self._is_container(Path(mask_path)):
+            pairs = [(Path(image_path), None, Path(mask_path), None)]  # one volume and its mask: paired by the config
         else:
             masks = self.containers(Path(mask_path))
             if not masks:
