@@ -370,6 +370,29 @@ def _containers(c: Ctx, mask_shape: tuple[int, ...] = (16, 32, 32), sections: di
     return c.run(write_yaml(c.tmp / "c.yaml", config))
 
 
+def _lazy_tiffs(c: Ctx, image: np.ndarray, mask: np.ndarray) -> list[str]:
+    """Train from folders of TIFF files read patch by patch (3D)."""
+    for name, array in (("x", image), ("y", mask)):
+        (c.tmp / name).mkdir()
+        tifffile.imwrite(c.tmp / name / "a.tif", array)
+    config = tiny_config(c.data3d, "3D", DATA={"PATCH_SIZE": "(8, 16, 16, 1)", "VAL": {"SPLIT_TRAIN": 0.5}})
+    config["DATA"]["TRAIN"] = {"PATH": str(c.tmp / "x"), "GT_PATH": str(c.tmp / "y"), "IN_MEMORY": False}
+    return c.run(write_yaml(c.tmp / "c.yaml", config))
+
+
+def _reader_meets_a_bad_chunk(c: Ctx) -> list[str]:
+    """A Zarr image chunk that fails to decode, first read in a data-loading worker process."""
+    import zarr
+
+    zarr.create_array(str(c.tmp / "x.zarr"), data=np.ones((128, 128), np.uint8), chunks=(32, 32), zarr_format=2)
+    zarr.create_array(str(c.tmp / "y.zarr"), data=np.eye(128, dtype=np.uint8), chunks=(32, 32), zarr_format=2)
+    for k in range(16):  # every image chunk: whichever a patch reads
+        (c.tmp / "x.zarr" / f"{k // 4}.{k % 4}").write_bytes(b"not a compressed chunk")
+    config = tiny_config(c.data2d, SYSTEM={"NUM_WORKERS": 1}, DATA={"VAL": {"SPLIT_TRAIN": 0.0}, "NORMALIZATION": {"TYPE": "div"}})
+    config["DATA"]["TRAIN"] = {"PATH": str(c.tmp / "x.zarr"), "GT_PATH": str(c.tmp / "y.zarr"), "IN_MEMORY": False}
+    return c.run(write_yaml(c.tmp / "c.yaml", config))
+
+
 def _h5_without_labels(c: Ctx) -> list[str]:
     import h5py
 
@@ -548,6 +571,24 @@ CASES = [
         lambda c: _containers(c, sections={"PROBLEM": {"SEMANTIC_SEG": {"ENCODING": "region"}}}),
         ("{tmp}/y/a.zarr", "PROBLEM.SEMANTIC_SEG.ENCODING region needs every mask pixel at once", "set DATA.TRAIN.IN_MEMORY"),
         "set DATA.TRAIN.IN_MEMORY: true, or use another encoding",
+    ),
+    Case(
+        "lazy_tiff_axes_cannot_be_told",
+        lambda c: _lazy_tiffs(c, np.zeros((2, 3, 16, 32, 32), np.uint8), np.zeros((16, 32, 32), np.uint8)),
+        ("{tmp}/x/a.tif: cannot tell the axes of the TIFF (tifffile reads QQQYX for (2, 3, 16, 32, 32))", "set DATA.TRAIN.INPUT_IMG_AXES_ORDER"),
+        "set DATA.TRAIN.INPUT_IMG_AXES_ORDER to the file's axes, e.g. TCZYX",
+    ),
+    Case(
+        "lazy_mask_not_integer",
+        lambda c: _lazy_tiffs(c, np.zeros((16, 32, 32), np.uint8), np.full((16, 32, 32), 0.5, np.float32)),
+        ("{tmp}/y/a.tif: mask holds non-integer values (float32)", "integer class ids"),
+        "save the masks with integer class ids",
+    ),
+    Case(
+        "reader_process_fails",
+        _reader_meets_a_bad_chunk,
+        ("{tmp}/x.zarr: cannot read [", "the file may be corrupt or truncated (in data-loading worker process 0)"),
+        "restore or rewrite the damaged array (the message names it and the part that failed)",
     ),
     Case(
         "image_mask_shape_mismatch",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -332,3 +333,19 @@ def test_pad_to_mirrors_once_for_inference_and_repeatedly_for_training():
     assert (edge[3:, :, 0] == a[2, :, 0]).all()
     again = pad_to(a, (8, 4), repeat_reflection=True)  # training mirrors again and again
     assert again[:, 0, 0].tolist() == [0, 4, 8, 4, 0, 4, 8, 4]
+
+
+def test_a_lazy_masks_probability_map_is_written_per_block(tmp_path: Path) -> None:
+    """A mask read patch by patch gets its map as one value per 32-pixel block: the per-pixel map's block sums."""
+    from segflow.io.lazy import RowView
+
+    s = sample((8, 80, 70), fg=(slice(1, 5), slice(10, 50), slice(20, 66)), name="vol", seed=3)
+    whole = probability_map(s.mask, 0.8, 0.2)
+    lazy = replace(s, mask=RowView(s.mask, 0, 8))
+    ds = PatchDataset([lazy], (4, 24, 24), mode="random", prob_weights=(0.8, 0.2))
+    write_prob_maps(ds, tmp_path / "prob", tmp_path / "aug", n_marks=1)
+    got = tifffile.imread(tmp_path / "prob/prob_map_vol_block32.tif")
+    padded = np.pad(whole, [(0, -n % 32) for n in whole.shape])
+    want = padded.reshape(1, 32, 3, 32, 3, 32).sum(axis=(1, 3, 5))
+    assert got.size == 9  # 1 x 3 x 3 blocks (tifffile drops the single z block on reading)
+    np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-6)

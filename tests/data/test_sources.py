@@ -3,6 +3,7 @@ patch by patch; image and mask inside one container; axis orders; bad containers
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -286,3 +287,24 @@ def test_validation_of_a_lazy_volume_is_a_fixed_spread_of_its_grid(tmp_path, mon
     _, capped = make_datasets(cfg, data)
     assert capped.index == [full.index[k] for k in (0, 7, 14, 21, 28, 35, 42, 49, 56, 63)]
     assert "Validating on 10 of the 64 grid patches of the validation data read patch by patch" in capsys.readouterr().out
+
+
+def test_a_reader_process_that_fails_reports_the_file_in_one_line(tmp_path, cli) -> None:
+    """A chunk that fails to decode in a data-loading worker: the worker's message, not its traceback, exit 2."""
+    from conftest import write_yaml
+
+    rng = np.random.default_rng(0)
+    zarr.create_array(str(tmp_path / "x.zarr"), data=rng.integers(0, 255, (128, 128), dtype=np.uint8), chunks=(32, 32), zarr_format=2)
+    zarr.create_array(str(tmp_path / "y.zarr"), data=(rng.random((128, 128)) > 0.5).astype(np.uint8), chunks=(32, 32), zarr_format=2)
+    (tmp_path / "x.zarr" / "2.1").write_bytes(b"not a compressed chunk")  # the mask check reads masks only
+    tree = tiny_config(tmp_path, SYSTEM={"NUM_WORKERS": 1}, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False},
+                       DATA={"EXTRACT_RANDOM_PATCH": True, "VAL": {"SPLIT_TRAIN": 0.0}, "TRAIN": {"REPLICATE": 40}})  # fmt: skip
+    tree["DATA"]["TRAIN"].update(PATH=str(tmp_path / "x.zarr"), GT_PATH=str(tmp_path / "y.zarr"), IN_MEMORY=False)
+    code, _, err = cli("run", "--config", write_yaml(tmp_path / "c.yaml", tree), "--result_dir", tmp_path / "res", "--name", "w")
+    assert code == 2
+    line = err.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert re.fullmatch(
+        rf"segflow: error: {tmp_path}/x.zarr: cannot read \[\d+:\d+, \d+:\d+, :\] \(RuntimeError: .*\); the file may be corrupt or "
+        r"truncated \(in data-loading worker process 0\)", line
+    ), line

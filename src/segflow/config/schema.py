@@ -342,7 +342,7 @@ class TestConfig(Section):
 # --------------------------------------------------------------------------------------------- PATHS
 class PathsConfig(Section):
     CHECKPOINT_FILE: str = Field("", description="Checkpoint to load when MODEL.LOAD_CHECKPOINT is true ('' = this job's own).")
-    PROB_MAP_DIR: str = Field("", description="Where DATA.PROBABILITY_MAP writes its maps; '' = <result_dir>/<name>/prob_map.")
+    PROB_MAP_DIR: str = Field("", description="Where DATA.PROBABILITY_MAP writes its maps (prob_map_NAME.tif per pixel; for masks read patch by patch prob_map_NAME_block32.tif, one value per 32-pixel block); '' = <result_dir>/<name>/prob_map.")
 
 
 class Config(Section):

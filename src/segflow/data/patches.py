@@ -82,6 +82,17 @@ def pad_to(array: np.ndarray, shape: tuple[int, ...], repeat_reflection: bool = 
     return np.pad(array, pad + [(0, 0)] * (array.ndim - len(shape)), mode="reflect" if reflect else "edge")
 
 
+def block_probability(counts: BlockCounts, w_fg: float, w_bg: float) -> np.ndarray:
+    """``probability_map`` summed over each block of ``BLOCK`` pixels per axis: the chance that a patch centre falls
+    in the block, float32 ``(*blocks)``, from the foreground (kind 0) and background (kind 1) pixel counts per block."""
+    fg, bg = counts.counts.astype(np.float64)
+    n_fg, n_bg = fg.sum(), bg.sum()
+    w_fg, w_bg = (w_fg if n_fg else 0.0), (w_bg if n_bg else 0.0)
+    # Only a zero-weighted kind present: every pixel alike, as probability_map.
+    prob = fg + bg if w_fg + w_bg <= 0 else w_fg * fg / max(n_fg, 1) + w_bg * bg / max(n_bg, 1)
+    return (prob / prob.sum()).astype(np.float32)
+
+
 def probability_map(mask: np.ndarray, w_fg: float, w_bg: float) -> np.ndarray:
     """BiaPy's map: foreground pixels share ``w_fg``, background pixels share ``w_bg`` (sums to 1)."""
     fg = mask > 0
@@ -291,11 +302,11 @@ def write_prob_maps(dataset: PatchDataset, prob_dir: Path, aug_dir: Path, n_mark
     from segflow.io.atomic import atomic_write
 
     w_fg, w_bg = dataset.prob_weights
-    for s in dataset.samples:
+    for s, counts in zip(dataset.samples, dataset._maps):
         if isinstance(s.mask, np.ndarray):
             write_tiff(prob_dir / f"prob_map_{s.name}.tif", probability_map(s.mask, w_fg, w_bg), ndim=s.mask.ndim)
-        else:  # a per-pixel map would be the size of the mask, which is read patch by patch
-            print(f"{s.name}: its probability map is kept as counts per {BLOCK}-pixel block (its mask is read patch by patch); not written")
+        else:  # a per-pixel map would be the size of the mask, which is read patch by patch: one value per block
+            write_tiff(prob_dir / f"prob_map_{s.name}_block{BLOCK}.tif", block_probability(counts, w_fg, w_bg), ndim=s.mask.ndim)
     # Drawing the check patches must not shift the training draws: restore the generator after.
     saved = dataset.R.get_state()
     draws = [dataset.random_start(k)[1:] for k in range(min(n_marks, len(dataset.samples)))]
