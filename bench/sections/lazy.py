@@ -1,9 +1,11 @@
 """Section ``lazy``: training data larger than RAM, read patch by patch (issue 12).
 
 A synthetic uint8 3D volume and its mask, made by the benchmark as Zarr v3 stores chunked 64^3 (2048^3 = 8 GiB
-each in the full suite, 1024^3 = 1 GiB with ``--quick``): training's own patch dataset (random 64^3 patches,
-normalised and encoded per patch) drained through a DataLoader with 0 and 2 reader processes, with the peak
-RSS of the whole process tree (the main process plus the largest reader, times the readers). Beside it, on a
+each in the full suite, 1024^3 = 1 GiB with ``--quick``). On it: training's own patch dataset (random 64^3 patches,
+normalised and encoded per patch) drained through a DataLoader with 0 and 2 reader processes (the mask check
+skipped), then ``segflow.training.train`` itself with 0, 1 and 2 readers: the set-up time (with the whole-mask
+check once, for 0 readers), patches/s and the data-wait share of each epoch from its own log, and the peak memory of
+the process tree, sampled (``harness.TreePeak``: PSS summed over the processes, RSS beside it). Beside it, on a
 512^3 volume that fits, the Zarr source read patch by patch against the same volume in memory (the loader alone,
 in turn, and whole training epochs), and an LMDB of 2D 256x256 tiles (``segflow build-lmdb``) against the
 in-memory folder of the same images, in turn.
