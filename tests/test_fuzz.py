@@ -305,6 +305,8 @@ def _with_tag(data: bytes, tag: str, value: int) -> bytes:
         ("grey.tif", "ImageWidth", 2**30, "the header declares 12.0 GiB of pixels but the file holds only"),
         # A flipped height in a compressed file: 2 million strips listed as one; reading looped for seconds.
         ("compressed.tif", "ImageLength", 2**24, "the header declares 2097152 strips or tiles but lists 1"),
+        # A flipped height in an ImageJ hyperstack: tifffile's series took minutes before any check ran.
+        ("float_imagej.tif", "ImageLength", 2**31 + 8, "the header declares 268435457 strips or tiles but lists 1"),
     ],
 )
 def test_tiff_headers_that_declare_more_than_the_file_holds(tmp_path: Path, seed: str, tag: str, value: int, message: str) -> None:

@@ -23,8 +23,9 @@ class Tiff(FileFormat):
     def read(self, path: Path, palette_indices: bool) -> tuple[np.ndarray, str | None]:
         """See ``FileFormat.read``: the first series, its header checked first."""
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            _check_tiff_header(path, series)
+            _check_tiff_header(path, tif.pages.first, tif.pages.first.nbytes)  # first: tifffile's series can take
+            series = tif.series[0]  # minutes over a damaged header that declares billions of rows
+            _check_tiff_header(path, series.keyframe, series.nbytes)
             return series.asarray(), series.axes
 
     def write(self, path: Path, array: np.ndarray, ndim: int, reference: Path | None, palette: bool) -> None:
@@ -42,8 +43,9 @@ def open_lazy(path: Path) -> Any:
     only the pages or tiles a slice touches. A damaged header is one clear error, as on reading."""
     try:
         with tifffile.TiffFile(path) as tif:
+            _check_strips(path, tif.pages.first)
             series = tif.series[0]
-            _check_strips(path, series)
+            _check_strips(path, series.keyframe)
             contiguous = series.dataoffset is not None
         if contiguous:
             return tifffile.memmap(path, mode="r", series=0)
@@ -82,24 +84,23 @@ def biapy_axes(axes: str, shape: tuple[int, ...], ndim: int, channels: int) -> s
     return out if len(set(out)) == len(out) else None
 
 
-def _check_tiff_header(path: Path, series: tifffile.TiffPageSeries) -> None:
-    """The first page must store every strip or tile it declares, and no more pixels than the file can hold."""
-    page = _check_strips(path, series)
+def _check_tiff_header(path: Path, page: tifffile.TiffPage, nbytes: int) -> None:
+    """A page must store every strip or tile it declares, and its ``nbytes`` of pixels (of the page or of the whole
+    series it starts) must fit in the file."""
+    _check_strips(path, page)
     # A 1-bit (bilevel) page stores 8 pixels a byte, though it decodes to one bool byte a pixel.
-    stored = series.nbytes if page.bitspersample != 1 else -(-series.nbytes // 8)
+    stored = nbytes if page.bitspersample != 1 else -(-nbytes // 8)
     check_declared_size(path, stored, compressed=page.compression != 1)
 
 
-def _check_strips(path: Path, series: tifffile.TiffPageSeries) -> tifffile.TiffPage:
-    """The first page must store every strip or tile it declares; returns the page."""
-    page = series.keyframe
+def _check_strips(path: Path, page: tifffile.TiffPage) -> None:
+    """A page must store every strip or tile it declares."""
     declared = math.prod(getattr(page, "chunked", ()) or (1,))
     if len(page.dataoffsets) < declared:
         raise SegflowError(
             f"{path}: cannot be read as an image (the header declares {declared} strips or tiles but lists "
             f"{len(page.dataoffsets)}); the file may be corrupt or truncated"
         )
-    return page
 
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray, ndim: int, reference: str | os.PathLike | None = None) -> None:
