@@ -76,11 +76,12 @@ class Predictor:
         kind = "stack" if self.cfg.ndim == 3 else "image"
         return f"this model is {self.cfg.PROBLEM.NDIM} with {c} channel{'s' if c > 1 else ''}; give a {axes} {kind}"
 
-    def as_image(self, image: np.ndarray, source: str | os.PathLike | None = None) -> np.ndarray:
+    def as_image(self, image: np.ndarray, source: str | os.PathLike | None = None, finite: bool = True) -> np.ndarray:
         """Check a raw image and give it channels last: ``(y, x)`` / ``(z, y, x)`` gain a channel axis.
 
         Refused, naming ``source`` (the file) when given: a shape or channel count the model does not take,
-        an empty image (an axis of size 0), a non-numeric type, NaN or infinite values.
+        an empty image (an axis of size 0), a non-numeric type, and with ``finite`` NaN or infinite values (a scan
+        of the whole image: off for one chunk of a volume larger than RAM).
         """
         where = f"{source}: image" if source is not None else "image"
         if not hasattr(image, "ndim"):
@@ -96,7 +97,7 @@ class Predictor:
             raise SegflowError(
                 f"{where} of shape {tuple(image.shape)} has no pixels (an axis of size 0); give a non-empty image"
             )
-        if np.issubdtype(dtype, np.floating) and not _all_finite(image):
+        if finite and np.issubdtype(dtype, np.floating) and not _all_finite(image):
             raise SegflowError(
                 f"{where} holds NaN or infinite values; replace them (e.g. with np.nan_to_num) before predicting"
             )
@@ -112,20 +113,27 @@ class Predictor:
         full_image: bool = False,
         progress: bool = False,
         source: str | os.PathLike | None = None,
+        core: tuple[slice, ...] | None = None,
+        stats: dict | None = None,
     ) -> np.ndarray:
         """Class probabilities for a raw image, channels last: ``(..., 1)`` foreground for binary, ``(..., N)`` otherwise.
 
-        ``source`` (the image's file) is named in the errors about the image.
+        ``source`` (the image's file) is named in the errors about the image. ``core`` (a region of the image, one
+        slice per spatial axis) predicts only that region, with the values the whole image's prediction has there
+        (``windows.predict_windows``); ``stats`` are the image's normalisation statistics (``Normalizer.stats``),
+        measured once for all the cores of a volume.
         """
-        image = self.as_image(image, source)
+        image = self.as_image(image, source, finite=core is None)
         if overlap is not None and (len(overlap) != self.cfg.ndim or not all(0 <= ov < 1 for ov in overlap)):
             raise SegflowError(
                 f"overlap {list(overlap)}: give {self.cfg.ndim} fractions in [0, 1), one per spatial axis"
             )
         if batch_size is not None and batch_size <= 0:
             raise SegflowError(f"batch_size {batch_size}: must be positive")
-        stats = self.normalizer.stats(image, "image" if source is None else str(source))
+        stats = stats if stats is not None else self.normalizer.stats(image, "image" if source is None else str(source))
         fn = self.window_fn(tta)
+        if full_image and core is not None:
+            raise SegflowError("a whole-image pass (TEST.FULL_IMG) predicts no part of an image alone; predict with windows")
         if full_image:
             out = self._full(image, stats, fn)
         else:
@@ -141,6 +149,7 @@ class Predictor:
                 prepare=lambda w: self.normalizer.apply(w, stats),
                 device=self.device,
                 progress=progress,
+                core=core,
             )
         return np.moveaxis(out, 0, -1)
 

@@ -78,15 +78,22 @@ def predict_windows(
     device: torch.device | str = "cpu",
     progress: bool = False,
     sink: Sink | None = None,
+    core: tuple[slice, ...] | None = None,
 ) -> object:
     """Blend ``fn`` over overlapping windows of a channels-last ``image`` into ``sink``; return its result.
 
     The default sink (``ArraySink``) gives a ``(K, *spatial)`` float32 array. ``prepare`` turns a raw
     window ``(*patch, C)`` into network input (normalisation), so the image itself is never copied whole.
     ``fn`` maps ``(B, C, *patch)`` to per-class scores ``(B, K, *patch)``.
+
+    ``core`` (one slice with start and stop per spatial axis; None: the whole image) restricts the output to that
+    region: only the windows of the whole image's grid that touch it are predicted, and each pixel gets the same
+    windows, weights and normalisation as in the whole image's prediction, so cores predicted apart and put
+    together are the whole prediction, with no seam (the output is ``(K, *core)``).
     """
     sink = ArraySink() if sink is None else sink
     spatial = tuple(image.shape[:-1])
+    core = core or tuple(slice(0, s) for s in spatial)
     # An image smaller than the window is padded (it is small, so the copy is too); what falls in the
     # padding is not written to the sink.
     if any(s < p for s, p in zip(spatial, patch)):
@@ -101,6 +108,7 @@ def predict_windows(
         for a in st:
             acc[a : a + p] += w
         norms.append(acc)
+    starts = [[a for a in st if a < c.stop and a + p > c.start] for st, p, c in zip(starts, patch, core)]
     weight = torch.as_tensor(outer_product(weights_1d), dtype=torch.float32, device=device)
     corners = list(itertools.product(*starts))
     batches = range(0, len(corners), batch_size)
@@ -108,11 +116,12 @@ def predict_windows(
         regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in corners[b : b + batch_size]]
         y = (fn(stack_windows(image, regions, prepare, device)).float() * weight).cpu().numpy()
         if b == 0:
-            sink.allocate(y.shape[1], spatial)
+            sink.allocate(y.shape[1], tuple(c.stop - c.start for c in core))
         for r, yw in zip(regions, y):
-            inside = tuple(slice(sl.start, min(sl.stop, s)) for sl, s in zip(r, spatial))
-            sink.add(inside, yw[(slice(None), *(slice(0, sl.stop - sl.start) for sl in inside))])
-    sink.finish([n[:s] for n, s in zip(norms, spatial)])
+            inside = [(max(sl.start, c.start), min(sl.stop, c.stop)) for sl, c in zip(r, core)]
+            into = tuple(slice(lo - c.start, hi - c.start) for (lo, hi), c in zip(inside, core))
+            sink.add(into, yw[(slice(None), *(slice(lo - sl.start, hi - sl.start) for (lo, hi), sl in zip(inside, r)))])
+    sink.finish([n[c] for n, c in zip(norms, core)])
     return sink.result()
 
 
