@@ -90,11 +90,11 @@ def test_lazy_tiff_reads_a_memory_map_or_the_tiles_of_a_patch_with_the_files_axe
     cfg = build_config(tree)[0]
     assert isinstance(open_source(cfg, str(tmp_path / "x"), "train"), TiffSource)
     assert isinstance(open_source(cfg, str(tmp_path / "x"), "validation"), FolderSource)  # DATA.VAL.IN_MEMORY stays true
-    image = TiffSource()._array(cfg, tmp_path / "x/hyper.tif", None, "TZCYX", "K", True)
+    image = TiffSource().lazy_array(cfg, tmp_path / "x/hyper.tif", None, "TZCYX", "K", True)
     assert isinstance(image.stored, zarr.Array) and image.stored.chunks == (1, 1, 16, 16)
     assert image.shape == (4, 64, 64, 2)
     np.testing.assert_array_equal(image[1:3, 10:30, 40:60], np.moveaxis(hyper, 1, -1)[1:3, 10:30, 40:60])
-    plain = TiffSource()._array(cfg, tmp_path / "x/plain.tif", None, "TZCYX", "K", False)
+    plain = TiffSource().lazy_array(cfg, tmp_path / "x/plain.tif", None, "TZCYX", "K", False)
     assert isinstance(plain.stored, np.memmap) and plain.shape == (6, 40, 48)
     np.testing.assert_array_equal(plain[2:5, 3:19], stack[2:5, 3:19])
     Image.fromarray(stack[0]).save(tmp_path / "x/other.png")

@@ -69,11 +69,11 @@ class ContainerSource:
         img: Path, img_inner: str | None, msk: Path | None, msk_inner: str | None,
     ) -> Sample:
         prefix = "DATA.TRAIN" if what == "train" else "DATA.VAL"
-        image = self._array(cfg, img, img_inner, part.INPUT_IMG_AXES_ORDER, f"{prefix}.INPUT_IMG_AXES_ORDER", True)
+        image = self.lazy_array(cfg, img, img_inner, part.INPUT_IMG_AXES_ORDER, f"{prefix}.INPUT_IMG_AXES_ORDER", True)
         check_channels(cfg, image.shape[-1], image.where, f", or {prefix}.INPUT_IMG_AXES_ORDER")
         mask = None
         if msk is not None:
-            mask = self._array(cfg, msk, msk_inner, part.INPUT_MASK_AXES_ORDER, f"{prefix}.INPUT_MASK_AXES_ORDER", False)
+            mask = self.lazy_array(cfg, msk, msk_inner, part.INPUT_MASK_AXES_ORDER, f"{prefix}.INPUT_MASK_AXES_ORDER", False)
             check_same_size(what, image.where, image.shape[:-1], mask.where, mask.shape)
             if rules is not None:
                 integer = cfg.PROBLEM.SEMANTIC_SEG.ENCODING != "linear"
@@ -93,7 +93,9 @@ class ContainerSource:
             return spatial if len(shape) == ndim else spatial + "C"
         return BIAPY_AXES
 
-    def _array(self, cfg: Config, path: Path, inner: str | None, axes: str, key: str, channels: bool) -> LazyArray:
+    def lazy_array(self, cfg: Config, path: Path, inner: str | None, axes: str, key: str, channels: bool) -> LazyArray:
+        """The array at ``inner`` of the container ``path`` (None: its one array) read lazily as ``(*spatial, C)`` (a
+        mask ``(*spatial)`` without ``channels``), its stored ``axes`` (BiaPy's default: found) set by ``key``."""
         opener = functools.partial(type(self).open_array, path, inner)
         stored = opener()
         if axes.upper() == BIAPY_AXES:
