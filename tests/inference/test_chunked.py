@@ -102,3 +102,29 @@ def test_a_scheduler_that_does_not_answer_is_one_line(checkpoint, tmp_path) -> N
         chunked.predict_volume(_job(checkpoint, tmp_path), scheduler="tcp://127.0.0.1:9", say=lambda s: None)
 
 
+
+
+def test_segflow_predict_a_volume_from_the_command_line(checkpoint, tmp_path, cli) -> None:
+    """``segflow predict MODEL in.h5 out.zarr``: an HDF5 volume in, the same output as the engine's from Zarr."""
+    import h5py
+
+    job = _job(checkpoint, tmp_path)
+    chunked.predict_volume(job, say=lambda s: None)
+    with h5py.File(tmp_path / "in.h5", "w") as f:
+        f["raw"] = np.asarray(zarr.open_array(str(tmp_path / "in.zarr"), mode="r"))
+    code, out, err = cli("predict", checkpoint, tmp_path / "in.h5", tmp_path / "cli.zarr", "--chunk", "40,40", "--workers", "2",
+                         "--batch-size", "4", "--dtype", "float32")  # fmt: skip
+    assert code == 0, err
+    assert f"Predicting {tmp_path}/in.h5 (100, 75) in chunks of (40, 40) into {tmp_path}/cli.zarr (2 worker thread(s))" in out
+    assert f"open the labels in napari: napari {tmp_path}/cli.zarr/labels" in out
+    for a, b in zip(_read(str(tmp_path / "cli.zarr")), _read(job.output)):
+        np.testing.assert_array_equal(a, b)
+    for args, message in [
+        (("--chunk", "40,x"), "--chunk 40,x: give sizes separated by commas"),
+        (("--dtype", "int8"), "--dtype int8: choose float16 or float32"),
+        (("--workers", "0"), "--workers 0: must be at least 1"),
+    ]:
+        code, _, err = cli("predict", checkpoint, tmp_path / "in.zarr", tmp_path / "x.zarr", *args)
+        assert code == 2 and err.strip() == f"segflow: error: {message}" + err.strip().split(message, 1)[1], err
+    code, _, err = cli("predict", checkpoint, tmp_path / "in.zarr", tmp_path / "x.tif")
+    assert code == 2 and f"OUTPUT {tmp_path}/x.tif: a volume is predicted into a Zarr store; name it with .zarr" in err

@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--overlap", type=float, default=None, help="window overlap fraction in [0, 1) (default: the model's DATA.TEST settings)")
     pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: TEST.BATCH_SIZE of the model, -1 = the device's best: about 262,144 pixels a batch on the CPU)")
     pred.add_argument("--gpu", default=None, help="GPU id such as 0, or 'cpu' (default: a GPU when present)")
+    vol = pred.add_argument_group("volumes (IMAGE a .zarr store or .h5 file, OUTPUT a .zarr store): chunk by chunk, any size")
+    vol.add_argument("--chunk", default=None, help="chunk of the work and of the output, e.g. 256,256,256 (default: 4 windows a side)")
+    vol.add_argument("--workers", type=int, default=1, help="chunks predicted at once on this machine (threads sharing the cores; default 1)")
+    vol.add_argument("--scheduler", default=None, help="a running dask.distributed scheduler, tcp://host:port, to send the chunks to")
+    vol.add_argument("--overwrite", action="store_true", help="predict anew into an OUTPUT made with another model or options")
+    vol.add_argument("--axes", default="TZCYX", help="the stored axes of the input array, BiaPy's letters (default: (Z)YX(C) from its shape)")
+    vol.add_argument("--array", default=None, help="the array inside the store or file (default: its one array, or level 0 of an OME-Zarr image)")
+    vol.add_argument("--dtype", default="float16", help="float16 (default) or float32 probabilities")
 
     lm = sub.add_parser("build-lmdb", help="store the 2D images and masks of two folders as train and val LMDB databases")
     lm.add_argument("--image_folder", required=True, help="folder of the images")
@@ -115,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             from segflow.app.demo import demo
 
             demo(args.out, args.gpu, tuple(args.overrides))
+        elif args.command == "predict" and _volume(args):
+            from segflow.app.predict_volume import predict_volume_cli
+
+            predict_volume_cli(
+                args.model, args.image, args.output, args.chunk, args.workers, args.scheduler, args.overwrite,
+                args.tta, args.overlap, args.batch_size, args.gpu, args.axes, args.array, args.dtype,
+            )
         elif args.command == "predict":
             from segflow.app.predict import predict_images
 
@@ -157,6 +172,13 @@ _DISK_FULL = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else s
 _READ_ONLY = {errno.EROFS}
 _DENIED = {errno.EACCES, errno.EPERM}
 _WRONG_KIND = {errno.ENOTDIR, errno.EISDIR}  # a file where a folder belongs, or the other way round
+
+
+def _volume(args: argparse.Namespace) -> bool:
+    """``segflow predict`` of a Zarr/HDF5 volume, or into a Zarr store: predicted chunk by chunk."""
+    from segflow.app.predict_volume import is_volume
+
+    return args.input_dir is None and is_volume(args.image, args.output)
 
 
 def _outputs(args: argparse.Namespace) -> tuple[str, list[Path]]:

@@ -188,10 +188,14 @@ def predict_volume(job: Job, scheduler: str | None = None, workers: int = 1, ove
     total = done.size
     if done.any():
         say(f"{job.output}: {int(done.sum())} of {total} chunks were written by an earlier run; predicting the other {len(todo)}")
-    if not scheduler and workers > 1:
-        import torch
+    import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the threads share the cores
+    threads = torch.get_num_threads()
+    if not scheduler and workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the worker threads share the cores
     report = _report(total, say)
-    run_tasks(job, todo, scheduler, workers, lambda n: report(n + total - len(todo)))
+    try:
+        run_tasks(job, todo, scheduler, workers, lambda n: report(n + total - len(todo)))
+    finally:
+        torch.set_num_threads(threads)
     return Path(job.output)
