@@ -59,12 +59,12 @@ def test_a_run_killed_part_way_is_finished_by_the_same_command(checkpoint, tmp_p
 
     monkeypatch.setattr(chunked, "predict_chunk", dies_at_the_fourth)
     with pytest.raises(KeyboardInterrupt):
-        chunked.predict_volume(job, say=lambda s: None)
+        chunked.predict_volume(job, workers=1, say=lambda s: None)  # one at a time: the first 3 are written
     monkeypatch.setattr(chunked, "predict_chunk", real)
     done = np.asarray(zarr.open_group(job.output)["done"][...])
     assert done.sum() == 3
     lines: list[str] = []
-    chunked.predict_volume(job, say=lines.append)
+    chunked.predict_volume(job, say=lines.append)  # the default workers
     assert lines[0] == f"{job.output}: 3 of 6 chunks were written by an earlier run; predicting the other 3"
     for a, b in zip(_read(job.output), _read(reference.output)):
         np.testing.assert_array_equal(a, b)

@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--gpu", default=None, help="GPU id such as 0, or 'cpu' (default: a GPU when present)")
     vol = pred.add_argument_group("volumes (IMAGE a .zarr store or .h5 file, OUTPUT a .zarr store): chunk by chunk, any size")
     vol.add_argument("--chunk", default=None, help="chunk of the work and of the output, e.g. 256,256,256 (default: 4 windows a side)")
-    vol.add_argument("--workers", type=int, default=1, help="chunks predicted at once on this machine (threads sharing the cores; default 1)")
+    vol.add_argument("--workers", type=int, default=None, help="chunks predicted at once on this machine, threads sharing the cores (default: on the CPU one per core, at most 4; on a GPU 1)")
     vol.add_argument("--scheduler", default=None, help="a running dask.distributed scheduler, tcp://host:port, to send the chunks to")
     vol.add_argument("--overwrite", action="store_true", help="predict anew into an OUTPUT made with another model or options")
     vol.add_argument("--axes", default="TZCYX", help="the stored axes of the input array, BiaPy's letters (default: (Z)YX(C) from its shape)")

@@ -26,7 +26,7 @@ def _chunk(text: str | None, patch: tuple[int, ...], spatial: tuple[int, ...]) -
 
 
 def predict_volume_cli(
-    model: str | Path, image: str | Path, output: str | Path | None, chunk: str | None = None, workers: int = 1,
+    model: str | Path, image: str | Path, output: str | Path | None, chunk: str | None = None, workers: int | None = None,
     scheduler: str | None = None, overwrite: bool = False, tta: bool = False, overlap: float | None = None,
     batch_size: int | None = None, gpu: str | None = None, axes: str = "TZCYX", array: str | None = None,
     dtype: str = "float16",
@@ -36,7 +36,7 @@ def predict_volume_cli(
     ``inference.chunked``); ``chunk`` is the work's and the output's chunk, ``"z,y,x"``."""
     from segflow.data.sources import Hdf5Source, ZarrSource
     from segflow.encodings import get_encoding
-    from segflow.inference.chunked import Job, predict_volume
+    from segflow.inference.chunked import Job, default_workers, predict_volume
     from segflow.inference.predictor import Predictor
     from segflow.runtime import resolve_devices, torch_device
 
@@ -50,7 +50,7 @@ def predict_volume_cli(
         raise SegflowError(f"OUTPUT {dst}: a volume is predicted into a Zarr store; name it with .zarr")
     if dst.resolve() == src.resolve():
         raise SegflowError(f"OUTPUT {dst} is the input; write the prediction elsewhere")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise SegflowError(f"--workers {workers}: must be at least 1")
     if dtype not in ("float16", "float32"):
         raise SegflowError(f"--dtype {dtype}: choose float16 or float32")
@@ -66,6 +66,7 @@ def predict_volume_cli(
         stats=predictor.normalizer.stats(lazy, str(src)), overlap=None if overlap is None else (overlap,) * cfg.ndim,
         batch_size=batch_size, tta=tta, dtype=dtype, labels=get_encoding(cfg).score_classes() > 0, device=str(device),
     )  # fmt: skip
+    workers = workers or default_workers(job.device)
     print(f"Predicting {src} {spatial} in chunks of {job.chunk} into {dst}" + (f" on {scheduler}" if scheduler else f" ({workers} worker thread(s))"))
     predict_volume(job, scheduler=scheduler, workers=workers, overwrite=overwrite)
     print(f"Wrote {dst}: probabilities" + (" and labels" if job.labels else "") + f" (open the labels in napari: napari {dst}/labels)")

@@ -174,14 +174,24 @@ def run_tasks(job: Job, todo: list[tuple[int, ...]], scheduler: str | None, work
         dask.compute(*tasks, scheduler="threads", num_workers=workers)
 
 
-def predict_volume(job: Job, scheduler: str | None = None, workers: int = 1, overwrite: bool = False, say: Callable[[str], None] = print) -> Path:
+def default_workers(device: str) -> int:
+    """Chunks at once on this machine: on the CPU one per core, at most 4, each task's network then using its share
+    of the cores (2 one-thread tasks ran 1.5x one two-thread task on 2 cores, bench/README.md); on a GPU one."""
+    return 1 if device.startswith("cuda") else max(1, min(4, os.cpu_count() or 1))
+
+
+def predict_volume(
+    job: Job, scheduler: str | None = None, workers: int | None = None, overwrite: bool = False, say: Callable[[str], None] = print
+) -> Path:
     """Predict ``job.image`` into the Zarr group ``job.output``, chunk by chunk, skipping the chunks a killed run of
-    the same command wrote; returns the output's path."""
+    the same command wrote (``workers`` None: ``default_workers``); returns the output's path."""
+    workers = workers or default_workers(job.device)
     spatial = tuple(job.image.shape[:-1])
     predictor = _predictor(job.checkpoint, job.device)
     check_chunk(job.chunk, predictor.cfg.spatial_patch, spatial)
-    # The output's channels, from one pixel's prediction (the windows around one corner).
-    channels = predictor.predict(job.image, core=tuple(slice(0, 1) for _ in spatial), stats=job.stats).shape[-1]
+    from segflow.encodings import get_encoding
+
+    channels = get_encoding(predictor.cfg).out_channels()  # what the network's activated output holds
     group = open_output(job, channels, fingerprint(job), overwrite)
     done = np.asarray(group["done"][...]).astype(bool)
     todo = [i for i in cores(spatial, job.chunk) if not done[i]]
