@@ -213,6 +213,21 @@ def _predict(c: Ctx, *args: str | Path) -> list[str]:
     return ["predict", str(c.checkpoint), *[str(a) for a in args]]
 
 
+def _volume(c: Ctx, *args: str) -> list[str]:
+    """``segflow predict`` of a 2D Zarr image (96x80) into ``out.zarr``, with ``args``."""
+    import zarr
+
+    zarr.create_array(str(c.tmp / "in.zarr"), data=np.zeros((96, 80), np.uint8), chunks=(32, 32))
+    return _predict(c, c.tmp / "in.zarr", c.tmp / "out.zarr", *args)
+
+
+def _volume_predicted_before(c: Ctx) -> list[str]:
+    """An output a first run made with 64x64 chunks, asked for again with 32x80."""
+    command = _volume(c, "--chunk", "64,64")
+    assert main(command) == 0
+    return command[:-1] + ["32,80"]
+
+
 def _predict_array(c: Ctx, name: str, array: np.ndarray, **kwargs: object) -> list[str]:
     """Predict an image file holding ``array`` (TIFF, or .npy by name)."""
     path = c.tmp / name
@@ -989,6 +1004,30 @@ CASES = [
         _out_of_memory(gpu=False),
         ("{config}", "out of memory (RAM)", "smaller TRAIN.BATCH_SIZE or DATA.PATCH_SIZE"),
         "lower TRAIN.BATCH_SIZE or DATA.PATCH_SIZE",
+    ),
+    Case(
+        "volume_output_not_zarr",
+        lambda c: _predict(c, _volume(c)[2], c.tmp / "out.tif"),
+        ("OUTPUT {tmp}/out.tif: a volume is predicted into a Zarr store; name it with .zarr",),
+        "name the output with .zarr",
+    ),
+    Case(
+        "volume_chunk_thinner_than_window",
+        lambda c: _volume(c, "--chunk", "8,64"),
+        ("--chunk 8,64: smaller than the model's window (32, 32) along an axis", "give chunks of at least the window"),
+        "give --chunk sizes of at least the window (DATA.PATCH_SIZE of the model)",
+    ),
+    Case(
+        "volume_output_from_another_run",
+        _volume_predicted_before,
+        ("{tmp}/out.zarr: was predicted with chunk [64, 64] there, [32, 80] now", "give --overwrite"),
+        "re-run the command that made it, write elsewhere, or give --overwrite",
+    ),
+    Case(
+        "volume_scheduler_does_not_answer",
+        lambda c: _volume(c, "--scheduler", "tcp://127.0.0.1:9"),
+        ("--scheduler tcp://127.0.0.1:9: no dask scheduler answers there", "leave --scheduler out"),
+        "start the dask scheduler (dask scheduler, or dask-jobqueue on SLURM) or fix the address",
     ),
     Case("out_of_memory_predicting", _out_of_memory_predict, ("{checkpoint}", "out of GPU memory", "--batch-size 1", "--gpu cpu"), "use a smaller --batch-size"),
 ]
