@@ -86,13 +86,22 @@ def test_another_chunking_or_model_is_refused_unless_overwritten(checkpoint, tmp
 
 
 def test_a_local_cluster_of_two_worker_processes_gives_the_same_output(checkpoint, tmp_path) -> None:
+    import os
+
     from distributed import LocalCluster
 
     job = _job(checkpoint, tmp_path)
     chunked.predict_volume(job, say=lambda s: None)
     on_cluster = replace(job, output=str(tmp_path / "cluster.zarr"))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        chunked.predict_volume(on_cluster, scheduler=cluster.scheduler_address, say=lambda s: None)
+    # distributed's nannies set OMP_NUM_THREADS=1 and more in this process's environment and leave them: restored,
+    # or later tests' subprocesses would train single-threaded (other numbers, other timings).
+    environ = os.environ.copy()
+    try:
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            chunked.predict_volume(on_cluster, scheduler=cluster.scheduler_address, say=lambda s: None)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     for a, b in zip(_read(on_cluster.output), _read(job.output)):
         np.testing.assert_array_equal(a, b)
 
