@@ -108,7 +108,10 @@ def test_ctrl_c_says_interrupted_exits_130_and_the_same_command_resumes(tmp_path
     command = _segflow("run", "--config", config, "--result_dir", tmp_path / "res", "--name", "r")
     log = tmp_path / "res/r/results/r_1/train_logs/r_1_log.csv"
     last = tmp_path / "res/r/checkpoints/r_1-checkpoint-last.pth"
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job (a CI script run with &) ignores SIGINT, and a Python started so keeps ignoring it:
+    # the child gets the default back, as a terminal's Ctrl-C would find it.
+    reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=reset)
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         if last.is_file() and len(log.read_text().splitlines()) > 1:
