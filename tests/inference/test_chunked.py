@@ -114,7 +114,8 @@ def test_a_scheduler_that_does_not_answer_is_one_line(checkpoint, tmp_path) -> N
 
 
 def test_segflow_predict_a_volume_from_the_command_line(checkpoint, tmp_path, cli) -> None:
-    """``segflow predict MODEL in.h5 out.zarr``: an HDF5 volume in, the same output as the engine's from Zarr."""
+    """``segflow predict MODEL in.h5|in.tif out.zarr``: an HDF5 volume or a tiled TIFF in, the same output as the
+    engine's from Zarr."""
     import h5py
 
     job = _job(checkpoint, tmp_path)
@@ -127,6 +128,13 @@ def test_segflow_predict_a_volume_from_the_command_line(checkpoint, tmp_path, cl
     assert f"Predicting {tmp_path}/in.h5 (100, 75) in chunks of (40, 40) into {tmp_path}/cli.zarr (2 worker thread(s))" in out
     assert f"open the labels in napari: napari {tmp_path}/cli.zarr/labels" in out
     for a, b in zip(_read(str(tmp_path / "cli.zarr")), _read(job.output)):
+        np.testing.assert_array_equal(a, b)
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "in.tif", np.asarray(zarr.open_array(str(tmp_path / "in.zarr"), mode="r")), compression="zlib", tile=(32, 32))
+    code, _, err = cli("predict", checkpoint, tmp_path / "in.tif", tmp_path / "tif.zarr", "--chunk", "40,40", "--batch-size", "4", "--dtype", "float32")
+    assert code == 0, err  # a tiled TIFF, read tile by tile
+    for a, b in zip(_read(str(tmp_path / "tif.zarr")), _read(job.output)):
         np.testing.assert_array_equal(a, b)
     for args, message in [
         (("--chunk", "40,x"), "--chunk 40,x: give sizes separated by commas"),

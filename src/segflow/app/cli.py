@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--overlap", type=float, default=None, help="window overlap fraction in [0, 1) (default: the model's DATA.TEST settings)")
     pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: TEST.BATCH_SIZE of the model, -1 = the device's best: about 262,144 pixels a batch on the CPU)")
     pred.add_argument("--gpu", default=None, help="GPU id such as 0, or 'cpu' (default: a GPU when present)")
-    vol = pred.add_argument_group("volumes (IMAGE a .zarr store or .h5 file, OUTPUT a .zarr store): chunk by chunk, any size")
+    vol = pred.add_argument_group("volumes (IMAGE a .zarr store, .h5 file or TIFF; OUTPUT a .zarr store): chunk by chunk, any size")
     vol.add_argument("--chunk", default=None, help="chunk of the work and of the output, e.g. 256,256,256 (default: 4 windows a side)")
     vol.add_argument("--workers", type=int, default=None, help="chunks predicted at once on this machine, threads sharing the cores (default: on the CPU one per core, at most 4; on a GPU 1)")
     vol.add_argument("--scheduler", default=None, help="a running dask.distributed scheduler, tcp://host:port, to send the chunks to")

@@ -31,20 +31,21 @@ def predict_volume_cli(
     batch_size: int | None = None, gpu: str | None = None, axes: str = "TZCYX", array: str | None = None,
     dtype: str = "float16",
 ) -> Path:  # fmt: skip
-    """Predict the array ``array`` (None: its one array, or level 0 of an OME-Zarr image) of the Zarr store or HDF5
-    file ``image``, stored in ``axes`` (BiaPy's letters), into the Zarr group ``output`` (see
+    """Predict the array ``array`` (None: its one array, or level 0 of an OME-Zarr image) of the Zarr store, HDF5
+    file or TIFF ``image``, stored in ``axes`` (BiaPy's letters), into the Zarr group ``output`` (see
     ``inference.chunked``); ``chunk`` is the work's and the output's chunk, ``"z,y,x"``."""
-    from segflow.data.sources import Hdf5Source, ZarrSource
+    from segflow.data.sources import Hdf5Source, TiffSource, ZarrSource
     from segflow.encodings import get_encoding
     from segflow.inference.chunked import Job, default_workers, predict_volume
     from segflow.inference.predictor import Predictor
     from segflow.runtime import resolve_devices, torch_device
 
     src = Path(image)
-    if src.suffix.lower() not in VOLUME_SUFFIXES:
-        raise SegflowError(f"IMAGE {src}: a Zarr output is predicted from a Zarr store or an HDF5 file (.zarr, .h5, .hdf5)")
+    suffix = src.suffix.lower()
+    if suffix not in VOLUME_SUFFIXES + TiffSource.suffixes:
+        raise SegflowError(f"IMAGE {src}: a Zarr output is predicted from a Zarr store, an HDF5 file or a TIFF (.zarr, .h5, .hdf5, .tif)")
     if not src.exists():
-        raise SegflowError(f"{src}: no such Zarr store or HDF5 file")
+        raise SegflowError(f"{src}: no such Zarr store, HDF5 file or TIFF")
     dst = Path(output) if output else Path.cwd() / f"{src.stem}_pred.zarr"
     if dst.suffix.lower() != ".zarr":
         raise SegflowError(f"OUTPUT {dst}: a volume is predicted into a Zarr store; name it with .zarr")
@@ -57,7 +58,8 @@ def predict_volume_cli(
     device = torch_device(*resolve_devices(gpu, "auto"))
     predictor = Predictor.from_checkpoint(model, device)
     cfg = predictor.cfg
-    source = ZarrSource() if src.suffix.lower() == ".zarr" else Hdf5Source()
+    # A TIFF is memory-mapped or read tile by tile (tifffile's Zarr view), in the axes it records.
+    source = ZarrSource() if suffix == ".zarr" else TiffSource() if suffix in TiffSource.suffixes else Hdf5Source()
     lazy = source.lazy_array(cfg, src, array, axes, "--axes", True)
     predictor.as_image(lazy, src, finite=False)
     spatial = tuple(lazy.shape[:-1])
