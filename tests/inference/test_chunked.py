@@ -129,6 +129,14 @@ def test_segflow_predict_a_volume_from_the_command_line(checkpoint, tmp_path, cl
     assert f"open the labels in napari: napari {tmp_path}/cli.zarr/labels" in out
     for a, b in zip(_read(str(tmp_path / "cli.zarr")), _read(job.output)):
         np.testing.assert_array_equal(a, b)
+    truth = (np.random.default_rng(2).random((100, 75)) > 0.6).astype(np.uint8)
+    zarr.create_array(str(tmp_path / "gt.zarr"), data=truth, chunks=(32, 32))
+    code, out, err = cli("predict", checkpoint, tmp_path / "in.zarr", tmp_path / "gt_out.zarr", "--chunk", "40,40", "--batch-size", "4",
+                         "--gt", tmp_path / "gt.zarr")  # fmt: skip
+    assert code == 0, err
+    ious = chunked.iou_per_class(chunked.confusion(truth, _read(job.output)[1], 2))  # the whole volume's, in memory
+    assert f"IoU per class over the whole volume (6 chunks' confusion matrices summed): 0: {ious[0]:.4f}, 1: {ious[1]:.4f}" in out
+    assert zarr.open_group(str(tmp_path / "gt_out.zarr")).attrs["segflow"]["iou_per_class"] == pytest.approx(list(ious), abs=1e-12)
     import tifffile
 
     tifffile.imwrite(tmp_path / "in.tif", np.asarray(zarr.open_array(str(tmp_path / "in.zarr"), mode="r")), compression="zlib", tile=(32, 32))

@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     vol.add_argument("--axes", default="TZCYX", help="the stored axes of the input array, BiaPy's letters (default: (Z)YX(C) from its shape)")
     vol.add_argument("--array", default=None, help="the array inside the store or file (default: its one array, or level 0 of an OME-Zarr image)")
     vol.add_argument("--dtype", default="float16", help="float16 (default) or float32 probabilities")
+    vol.add_argument("--gt", default=None, help="the volume's mask of class ids (.zarr, .h5, .tif): IoU per class over the whole volume, from each chunk's confusion matrix")
+    vol.add_argument("--gt-array", default=None, help="the array inside --gt (default: its one array)")
 
     lm = sub.add_parser("build-lmdb", help="store the 2D images and masks of two folders as train and val LMDB databases")
     lm.add_argument("--image_folder", required=True, help="folder of the images")
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
             predict_volume_cli(
                 args.model, args.image, args.output, args.chunk, args.workers, args.scheduler, args.overwrite,
-                args.tta, args.overlap, args.batch_size, args.gpu, args.axes, args.array, args.dtype,
+                args.tta, args.overlap, args.batch_size, args.gpu, args.axes, args.array, args.dtype, args.gt, args.gt_array,
             )
         elif args.command == "predict":
             from segflow.app.predict import predict_images

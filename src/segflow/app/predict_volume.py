@@ -29,11 +29,13 @@ def predict_volume_cli(
     model: str | Path, image: str | Path, output: str | Path | None, chunk: str | None = None, workers: int | None = None,
     scheduler: str | None = None, overwrite: bool = False, tta: bool = False, overlap: float | None = None,
     batch_size: int | None = None, gpu: str | None = None, axes: str = "TZCYX", array: str | None = None,
-    dtype: str = "float16",
+    dtype: str = "float16", gt: str | Path | None = None, gt_array: str | None = None,
 ) -> Path:  # fmt: skip
     """Predict the array ``array`` (None: its one array, or level 0 of an OME-Zarr image) of the Zarr store, HDF5
     file or TIFF ``image``, stored in ``axes`` (BiaPy's letters), into the Zarr group ``output`` (see
-    ``inference.chunked``); ``chunk`` is the work's and the output's chunk, ``"z,y,x"``."""
+    ``inference.chunked``); ``chunk`` is the work's and the output's chunk, ``"z,y,x"``. With ``gt`` (a mask of
+    class ids, stored as the image is, ``gt_array`` inside it) each chunk's confusion matrix is kept and the volume's
+    IoU per class said at the end, exact whatever the volume's size."""
     from segflow.data.sources import Hdf5Source, TiffSource, ZarrSource
     from segflow.encodings import get_encoding
     from segflow.inference.chunked import Job, default_workers, predict_volume
@@ -59,14 +61,28 @@ def predict_volume_cli(
     predictor = Predictor.from_checkpoint(model, device)
     cfg = predictor.cfg
     # A TIFF is memory-mapped or read tile by tile (tifffile's Zarr view), in the axes it records.
-    source = ZarrSource() if suffix == ".zarr" else TiffSource() if suffix in TiffSource.suffixes else Hdf5Source()
-    lazy = source.lazy_array(cfg, src, array, axes, "--axes", True)
+    def source(path: Path) -> ZarrSource | TiffSource | Hdf5Source:
+        kind = path.suffix.lower()
+        return ZarrSource() if kind == ".zarr" else TiffSource() if kind in TiffSource.suffixes else Hdf5Source()
+
+    lazy = source(src).lazy_array(cfg, src, array, axes, "--axes", True)
+    encoding = get_encoding(cfg)
+    truth = None
+    if gt is not None:
+        if encoding.bitwise or encoding.score_classes() == 0:
+            raise SegflowError(f"--gt {gt}: IoU by chunks needs a model that gives one class per pixel, not {encoding.name}")
+        if not Path(gt).exists():
+            raise SegflowError(f"--gt {gt}: no such Zarr store, HDF5 file or TIFF")
+        truth = source(Path(gt)).lazy_array(cfg, Path(gt), gt_array, "TZCYX", "--gt", False)
+        if tuple(truth.shape) != tuple(lazy.shape[:-1]):
+            raise SegflowError(f"--gt {gt}: shape {tuple(truth.shape)} but the image {src} has {tuple(lazy.shape[:-1])}; give its mask")
     predictor.as_image(lazy, src, finite=False)
     spatial = tuple(lazy.shape[:-1])
     job = Job(
         checkpoint=str(model), image=lazy, output=str(dst), chunk=_chunk(chunk, cfg.spatial_patch, spatial),
         stats=predictor.normalizer.stats(lazy, str(src)), overlap=None if overlap is None else (overlap,) * cfg.ndim,
-        batch_size=batch_size, tta=tta, dtype=dtype, labels=get_encoding(cfg).score_classes() > 0, device=str(device),
+        batch_size=batch_size, tta=tta, dtype=dtype, labels=encoding.score_classes() > 0, device=str(device),
+        truth=truth, n_classes=cfg.MODEL.N_CLASSES,
     )  # fmt: skip
     workers = workers or default_workers(job.device)
     print(f"Predicting {src} {spatial} in chunks of {job.chunk} into {dst}" + (f" on {scheduler}" if scheduler else f" ({workers} worker thread(s))"))

@@ -45,6 +45,8 @@ class Job:
     dtype: str
     labels: bool
     device: str = "cpu"
+    truth: Any = None  # a LazyArray mask ``(*spatial)`` of class ids: each chunk's confusion matrix is kept
+    n_classes: int = 0  # rows and columns of the confusion matrix (with ``truth``)
 
 
 def cores(spatial: tuple[int, ...], chunk: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -63,7 +65,7 @@ def fingerprint(job: Job) -> str:
     with open(job.checkpoint, "rb") as f:
         for block in iter(functools.partial(f.read, 2**20), b""):
             digest.update(block)
-    options = [job.image.shape, str(job.image.dtype), job.chunk, job.overlap, job.tta, job.dtype, job.labels]
+    options = [job.image.shape, str(job.image.dtype), job.chunk, job.overlap, job.tta, job.dtype, job.labels, job.truth is not None]
     digest.update(json.dumps(options, default=str).encode())
     return digest.hexdigest()
 
@@ -87,10 +89,26 @@ def predict_chunk(job: Job, index: tuple[int, ...]) -> tuple[int, ...]:
     probs = predictor.predict(job.image, overlap=overlap, batch_size=job.batch_size, tta=job.tta, core=core, stats=job.stats)
     group = zarr.open_group(job.output, mode="r+")
     if job.labels:
-        group["labels"][core] = predictor.labels(probs).astype(group["labels"].dtype, copy=False)
+        labels = predictor.labels(probs)
+        group["labels"][core] = labels.astype(group["labels"].dtype, copy=False)
+        if job.truth is not None:
+            group["confusion"][index] = confusion(np.asarray(job.truth[core]), labels, job.n_classes)
     group["probabilities"][(slice(None), *core)] = np.moveaxis(probs, -1, 0).astype(job.dtype, copy=False)
     group["done"][index] = 1  # last: a chunk killed part-way is predicted again
     return index
+
+
+def confusion(truth: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Pixels of true class i labelled j, ``(n, n)`` int64; true values outside ``0..n-1`` (an ignored id) not counted."""
+    valid = (truth >= 0) & (truth < n)
+    return np.bincount(truth[valid].astype(np.int64) * n + labels[valid], minlength=n * n).reshape(n, n)
+
+
+def iou_per_class(matrix: np.ndarray) -> np.ndarray:
+    """IoU of each class from a confusion matrix (NaN for a class neither true nor predicted)."""
+    hits = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - hits
+    return np.where(union > 0, hits / np.maximum(union, 1), np.nan)
 
 
 def default_chunk(patch: tuple[int, ...], spatial: tuple[int, ...], windows: int = 4) -> tuple[int, ...]:
@@ -138,6 +156,9 @@ def open_output(job: Job, channels: int, digest: str, overwrite: bool) -> Any:
     if job.labels:
         group.create_array("labels", shape=spatial, chunks=job.chunk, dtype="uint8" if channels < 256 else "uint16", fill_value=0)
     group.create_array("done", shape=grid, chunks=(1,) * len(grid), dtype="uint8", fill_value=0)
+    if job.truth is not None:  # one matrix per chunk, each its own Zarr chunk: summed at the end, resumable
+        n = job.n_classes
+        group.create_array("confusion", shape=(*grid, n, n), chunks=(1,) * len(grid) + (n, n), dtype="int64", fill_value=0)
     group.attrs["segflow"] = {"format": FORMAT, "fingerprint": digest, "shape": list(spatial), "chunk": list(job.chunk),
                               "checkpoint": str(Path(job.checkpoint).resolve())}  # fmt: skip
     return group
@@ -208,4 +229,17 @@ def predict_volume(
         run_tasks(job, todo, scheduler, workers, lambda n: report(n + total - len(todo)))
     finally:
         torch.set_num_threads(threads)
+    if job.truth is not None:
+        _report_iou(group, total, say)
     return Path(job.output)
+
+
+def _report_iou(group: Any, chunks: int, say: Callable[[str], None]) -> None:
+    """The volume's IoU per class from the chunks' confusion matrices summed (exact), said and kept in the attrs."""
+    matrix = np.asarray(group["confusion"][...]).reshape(-1, *group["confusion"].shape[-2:]).sum(axis=0)
+    ious = iou_per_class(matrix)
+    meta = dict(group.attrs["segflow"])
+    meta["iou_per_class"] = [None if np.isnan(v) else float(v) for v in ious]
+    group.attrs["segflow"] = meta
+    shown = ", ".join(f"{k}: {v:.4f}" for k, v in enumerate(ious) if not np.isnan(v))
+    say(f"IoU per class over the whole volume ({chunks} chunks' confusion matrices summed): {shown}; mean {np.nanmean(ious):.4f}")
