@@ -42,20 +42,20 @@ def _checkpoint(path: Path, features: list[int]) -> str:
 
 def _job(checkpoint: str, store: str, output: str, chunk: tuple[int, ...]):
     from segflow.data.sources import ZarrSource
-    from segflow.inference.chunked import Job, _predictor
+    from segflow.inference.chunked import Job, cached_predictor
 
-    predictor = _predictor(checkpoint, "cpu")
+    predictor = cached_predictor(checkpoint, "cpu")
     lazy = ZarrSource().lazy_array(predictor.cfg, Path(store), None, "TZCYX", "--axes", True)
     return Job(checkpoint, lazy, output, chunk, predictor.normalizer.stats(lazy), None, None, False, "float16", True)
 
 
 def child_in_turn(a: dict) -> dict:
     """The whole volume in memory, then chunked with 1 and 2 workers, in turn, ``a["rounds"]`` times: voxels/s."""
-    from segflow.inference.chunked import _predictor, predict_volume
+    from segflow.inference.chunked import cached_predictor, predict_volume
 
     job = _job(a["checkpoint"], a["store"], "", (CHUNK,) * 3)
     image = np.asarray(job.image)
-    predictor = _predictor(a["checkpoint"], "cpu")
+    predictor = cached_predictor(a["checkpoint"], "cpu")
     predictor.predict(image[:64, :64, :64])  # warm-up: oneDNN's kernels for the window batch
     rates: dict[str, list[float]] = {"memory": [], "chunked 1": [], "chunked 2": []}  # 2: the default on 2 cores
     for r in range(a["rounds"]):

@@ -11,6 +11,7 @@ import zarr
 
 from segflow.data.sources import ZarrSource
 from segflow.errors import SegflowError
+from segflow.evaluation.metrics import confusion, scores
 from segflow.inference import chunked
 from segflow.inference.predictor import Predictor
 
@@ -134,7 +135,7 @@ def test_segflow_predict_a_volume_from_the_command_line(checkpoint, tmp_path, cl
     code, out, err = cli("predict", checkpoint, tmp_path / "in.zarr", tmp_path / "gt_out.zarr", "--chunk", "40,40", "--batch-size", "4",
                          "--gt", tmp_path / "gt.zarr")  # fmt: skip
     assert code == 0, err
-    ious = chunked.iou_per_class(chunked.confusion(truth, _read(job.output)[1], 2))  # the whole volume's, in memory
+    ious = scores(confusion(_read(job.output)[1], truth, 2))["iou_per_class"]  # the whole volume's, in memory
     assert f"IoU per class over the whole volume (6 chunks' confusion matrices summed): 0: {ious[0]:.4f}, 1: {ious[1]:.4f}" in out
     assert zarr.open_group(str(tmp_path / "gt_out.zarr")).attrs["segflow"]["iou_per_class"] == pytest.approx(list(ious), abs=1e-12)
     import tifffile

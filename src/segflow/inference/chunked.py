@@ -8,7 +8,7 @@ chunk is written a task marks it in ``done`` (one flag per chunk, each its own Z
 command skips the chunks marked, and refuses an output made with another model or options unless told to overwrite.
 
 The tasks run on dask: its threaded scheduler in this process by default, or a running ``dask.distributed`` cluster
-(``scheduler="tcp://host:port"``), whose workers each load the model once (``_predictor``'s cache).
+(``scheduler="tcp://host:port"``), whose workers each load the model once (``cached_predictor``).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class Job:
     device: str = "cpu"
     truth: Any = None  # a LazyArray mask ``(*spatial)`` of class ids: each chunk's confusion matrix is kept
     n_classes: int = 0  # rows and columns of the confusion matrix (with ``truth``)
+    # (labels, truth) of a chunk -> its (n_classes, n_classes) confusion matrix: evaluation's, handed in by the caller
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 def cores(spatial: tuple[int, ...], chunk: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -71,7 +73,7 @@ def fingerprint(job: Job) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _predictor(checkpoint: str, device: str) -> Any:
+def cached_predictor(checkpoint: str, device: str) -> Any:
     """The model, loaded once per process (a dask worker keeps it for all its chunks)."""
     from segflow.inference.predictor import Predictor
 
@@ -82,7 +84,7 @@ def predict_chunk(job: Job, index: tuple[int, ...]) -> tuple[int, ...]:
     """Predict the chunk at ``index`` of ``job``, write it and mark it done; returns ``index``."""
     import zarr
 
-    predictor = _predictor(job.checkpoint, job.device)
+    predictor = cached_predictor(job.checkpoint, job.device)
     spatial = tuple(job.image.shape[:-1])
     core = region(index, spatial, job.chunk)
     overlap = list(job.overlap) if job.overlap is not None else None
@@ -92,23 +94,10 @@ def predict_chunk(job: Job, index: tuple[int, ...]) -> tuple[int, ...]:
         labels = predictor.labels(probs)
         group["labels"][core] = labels.astype(group["labels"].dtype, copy=False)
         if job.truth is not None:
-            group["confusion"][index] = confusion(np.asarray(job.truth[core]), labels, job.n_classes)
+            group["confusion"][index] = job.score(labels, np.asarray(job.truth[core]))
     group["probabilities"][(slice(None), *core)] = np.moveaxis(probs, -1, 0).astype(job.dtype, copy=False)
     group["done"][index] = 1  # last: a chunk killed part-way is predicted again
     return index
-
-
-def confusion(truth: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """Pixels of true class i labelled j, ``(n, n)`` int64; true values outside ``0..n-1`` (an ignored id) not counted."""
-    valid = (truth >= 0) & (truth < n)
-    return np.bincount(truth[valid].astype(np.int64) * n + labels[valid], minlength=n * n).reshape(n, n)
-
-
-def iou_per_class(matrix: np.ndarray) -> np.ndarray:
-    """IoU of each class from a confusion matrix (NaN for a class neither true nor predicted)."""
-    hits = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - hits
-    return np.where(union > 0, hits / np.maximum(union, 1), np.nan)
 
 
 def default_chunk(patch: tuple[int, ...], spatial: tuple[int, ...], windows: int = 4) -> tuple[int, ...]:
@@ -121,8 +110,7 @@ def check_chunk(chunk: tuple[int, ...], patch: tuple[int, ...], spatial: tuple[i
     window it touches for a sliver of output, again and again."""
     if len(chunk) != len(patch) or any(c <= 0 for c in chunk):
         raise SegflowError(f"--chunk {','.join(map(str, chunk))}: give {len(patch)} positive sizes, one per spatial axis")
-    thin = [(c, p) for c, p, n in zip(chunk, patch, spatial) if c < min(p, n)]
-    if thin:
+    if any(c < min(p, n) for c, p, n in zip(chunk, patch, spatial)):
         raise SegflowError(
             f"--chunk {','.join(map(str, chunk))}: smaller than the model's window {tuple(patch)} along an axis; each chunk "
             f"reads the windows around it, so give chunks of at least the window (e.g. {','.join(str(4 * p) for p in patch)})"
@@ -208,7 +196,7 @@ def predict_volume(
     the same command wrote (``workers`` None: ``default_workers``); returns the output's path."""
     workers = workers or default_workers(job.device)
     spatial = tuple(job.image.shape[:-1])
-    predictor = _predictor(job.checkpoint, job.device)
+    predictor = cached_predictor(job.checkpoint, job.device)
     check_chunk(job.chunk, predictor.cfg.spatial_patch, spatial)
     from segflow.encodings import get_encoding
 
@@ -229,17 +217,12 @@ def predict_volume(
         run_tasks(job, todo, scheduler, workers, lambda n: report(n + total - len(todo)))
     finally:
         torch.set_num_threads(threads)
-    if job.truth is not None:
-        _report_iou(group, total, say)
     return Path(job.output)
 
 
-def _report_iou(group: Any, chunks: int, say: Callable[[str], None]) -> None:
-    """The volume's IoU per class from the chunks' confusion matrices summed (exact), said and kept in the attrs."""
-    matrix = np.asarray(group["confusion"][...]).reshape(-1, *group["confusion"].shape[-2:]).sum(axis=0)
-    ious = iou_per_class(matrix)
-    meta = dict(group.attrs["segflow"])
-    meta["iou_per_class"] = [None if np.isnan(v) else float(v) for v in ious]
-    group.attrs["segflow"] = meta
-    shown = ", ".join(f"{k}: {v:.4f}" for k, v in enumerate(ious) if not np.isnan(v))
-    say(f"IoU per class over the whole volume ({chunks} chunks' confusion matrices summed): {shown}; mean {np.nanmean(ious):.4f}")
+def summed_confusion(output: str) -> np.ndarray:
+    """The confusion matrix of the whole volume: the chunks' matrices of a finished ``output`` summed (exact)."""
+    import zarr
+
+    matrices = zarr.open_group(output, mode="r")["confusion"]
+    return np.asarray(matrices[...]).reshape(-1, *matrices.shape[-2:]).sum(axis=0)

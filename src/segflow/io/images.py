@@ -173,10 +173,15 @@ def read_mask(path: str | os.PathLike, ndim: int, integer: bool = True) -> np.nd
             if not np.all(np.isfinite(arr)):
                 raise SegflowError(f"{path}: regression target holds NaN or infinite values; fix or remove it")
             return arr.astype(np.float32)
-        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
-            raise SegflowError(f"{path}: mask holds non-integer values ({arr.dtype}); masks must hold integer class ids 0..N_CLASSES-1")
+        check_class_ids(arr, path)
         arr = arr.astype(np.int64)
     return arr
+
+
+def check_class_ids(mask: np.ndarray, path: str | os.PathLike) -> None:
+    """A float mask (or a slab of one) must hold whole, finite class ids."""
+    if np.issubdtype(mask.dtype, np.floating) and not (np.all(np.isfinite(mask)) and np.array_equal(mask, np.round(mask))):
+        raise SegflowError(f"{path}: mask holds non-integer values ({mask.dtype}); masks must hold integer class ids 0..N_CLASSES-1")
 
 
 def check_output_suffix(path: str | os.PathLike, labels: bool, ndim: int | None = None, option: str = "OUTPUT") -> None:

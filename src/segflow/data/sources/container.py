@@ -15,6 +15,7 @@ from segflow.data.pairs import MaskRules, check_channels, check_same_size, pair_
 from segflow.data.sources.base import Sample
 from segflow.errors import SegflowError
 from segflow.io.formats.base import physical_memory
+from segflow.io.images import check_class_ids
 from segflow.io.lazy import LazyArray, slabs
 
 BIAPY_AXES = "TZCYX"  # the schema's default: arrays with fewer axes are read as (Z)YX or (Z)YXC
@@ -106,8 +107,8 @@ class ContainerSource:
 
 def _check_mask_slab(slab: np.ndarray, path: Path, rules: MaskRules, integer: bool) -> None:
     """One slab of a mask read lazily: class ids (whole numbers, for every encoding but ``linear``) that fit ``rules``."""
-    if integer and np.issubdtype(slab.dtype, np.floating) and not (np.all(np.isfinite(slab)) and np.array_equal(slab, np.round(slab))):
-        raise SegflowError(f"{path}: mask holds non-integer values ({slab.dtype}); masks must hold integer class ids 0..N_CLASSES-1")
+    if integer:
+        check_class_ids(slab, path)
     rules.check_mask(slab, path)
 
 
