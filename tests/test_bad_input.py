@@ -228,6 +228,36 @@ def _volume_predicted_before(c: Ctx) -> list[str]:
     return command[:-1] + ["32,80"]
 
 
+def _volume_disk_fills(c: Ctx) -> list[str]:
+    """The disk fills as the third chunk is written (the store's write raises ENOSPC, as a full disk does)."""
+    import errno
+
+    from segflow.inference.stores import ZarrStore
+
+    real, calls = ZarrStore.write, []
+
+    def fills(self, *args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args)
+
+    c.mp.setattr(ZarrStore, "write", fills)
+    return _volume(c, "--chunk", "32,32", "--workers", "1")
+
+
+def _test_volumes_without_a_mask(c: Ctx) -> list[str]:
+    """TEST.BY_CHUNKS with two Zarr test volumes and a mask for only one of them."""
+    import zarr
+
+    for folder, names in (("vx", ("a", "b")), ("vy", ("a",))):
+        (c.tmp / folder).mkdir()
+        for name in names:
+            zarr.create_array(str(c.tmp / folder / f"{name}.zarr"), data=np.zeros((64, 64), np.uint8), chunks=(32, 32))
+    config = c.config(DATA={"TEST": {"PATH": str(c.tmp / "vx"), "GT_PATH": str(c.tmp / "vy")}}, TEST={"BY_CHUNKS": {"ENABLE": True}})
+    return c.run(config)
+
+
 def _predict_array(c: Ctx, name: str, array: np.ndarray, **kwargs: object) -> list[str]:
     """Predict an image file holding ``array`` (TIFF, or .npy by name)."""
     path = c.tmp / name
@@ -1006,10 +1036,47 @@ CASES = [
         "lower TRAIN.BATCH_SIZE or DATA.PATCH_SIZE",
     ),
     Case(
-        "volume_output_not_zarr",
+        "volume_output_format_unknown",
         lambda c: _predict(c, _volume(c)[2], c.tmp / "out.tif"),
-        ("OUTPUT {tmp}/out.tif: a volume is predicted into a Zarr store; name it with .zarr",),
-        "name the output with .zarr",
+        ("OUTPUT {tmp}/out.tif: name it .zarr, .ome.zarr, .h5 or .hdf5 (the output's format), or give --output-format",),
+        "name the output .zarr, .ome.zarr or .h5",
+    ),
+    Case(
+        "volume_output_format_and_name_differ",
+        lambda c: _volume(c, "--output-format", "h5"),
+        ("OUTPUT {tmp}/out.zarr: --output-format h5 is written to a name ending .h5 or .hdf5; rename the output",),
+        "name the output with the format's suffix",
+    ),
+    Case(
+        "volume_hdf5_on_a_cluster",
+        lambda c: _predict(c, _volume(c)[2], c.tmp / "out.h5", "--scheduler", "tcp://127.0.0.1:9"),
+        ("--scheduler tcp://127.0.0.1:9: an h5 output is written by one process; write Zarr or OME-Zarr on a cluster",),
+        "write .zarr or .ome.zarr on a cluster, or HDF5 without --scheduler",
+    ),
+    Case(
+        "volume_filter_halo_larger_than_chunk",
+        lambda c: _volume(c, "--chunk", "32,32", "--median-filter", "xy:81"),
+        ("--chunk 32,32: the median filters read 40,40 voxels beyond each chunk, more than a chunk", "give bigger chunks"),
+        "give bigger --chunk sizes or smaller filters",
+    ),
+    Case(
+        "volume_median_filter_unreadable",
+        lambda c: _volume(c, "--median-filter", "q5"),
+        ("--median-filter q5: give AXES:SIZE, AXES one of z, yz, xy, zx and SIZE a positive whole number (e.g. z:5)",),
+        "write the filter as AXES:SIZE, e.g. z:5",
+    ),
+    Case(
+        "volume_disk_full_part_way",
+        _volume_disk_fills,
+        ("{tmp}/out.zarr: the disk is full (No space left on device) after 2 of 9 chunks were written and recorded",
+         "run the same command again: it predicts only the other chunks"),
+        "free space and run the same command again: the recorded chunks are kept",
+    ),
+    Case(
+        "test_volume_without_mask",
+        _test_volumes_without_a_mask,
+        ("DATA.TEST.GT_PATH {tmp}/vy: no mask named like b.zarr", "or set DATA.TEST.LOAD_GT false"),
+        "give one mask per test volume, named like it",
     ),
     Case(
         "volume_chunk_thinner_than_window",

@@ -264,7 +264,7 @@ def test_settings_of_a_biapy_feature_that_is_off_are_notes() -> None:
         "DATA": {"PREPROCESS": {"CLAHE": {"ENABLE": False, "CLIP_LIMIT": 0.01}}},
         "AUGMENTOR": {"CBLUR_SIZE": "(0.2, 0.4)"},
         "MODEL": {"VIT_EMBED_DIM": 768},
-        "TEST": {"BY_CHUNKS": {"WORKFLOW_PROCESS": {"ENABLE": True}}, "DET_TOLERANCE": [10]},
+        "TEST": {"BY_CHUNKS": {"WORKFLOW_PROCESS": {"ENABLE": True, "TYPE": "entire_pred"}}, "DET_TOLERANCE": [10]},
     }
     _, warnings = build_config(tree)
     because = {w.split(" is a BiaPy key")[0].removeprefix("config: "): w.split("ignored because ")[1] for w in warnings}
@@ -273,9 +273,8 @@ def test_settings_of_a_biapy_feature_that_is_off_are_notes() -> None:
         "DATA.PREPROCESS.CLAHE.CLIP_LIMIT": "it only matters when DATA.PREPROCESS.CLAHE.ENABLE is on, which segflow refuses",
         "AUGMENTOR.CBLUR_SIZE": "it only matters when AUGMENTOR.CUTBLUR is on, which segflow refuses",
         "MODEL.VIT_EMBED_DIM": "it only applies to a MODEL.ARCHITECTURE that segflow does not have",
-        "TEST.BY_CHUNKS.WORKFLOW_PROCESS.ENABLE": "it only matters when TEST.BY_CHUNKS.ENABLE is on, which segflow refuses",
         "TEST.DET_TOLERANCE": "it belongs to another BiaPy workflow",
-    }
+    }  # TEST.BY_CHUNKS.WORKFLOW_PROCESS: what segflow's prediction by chunks does, accepted without a word
 
 
 @pytest.mark.parametrize("template", ["2d_semantic_segmentation.yaml", "3d_semantic_segmentation.yaml"])

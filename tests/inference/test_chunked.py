@@ -126,7 +126,7 @@ def test_segflow_predict_a_volume_from_the_command_line(checkpoint, tmp_path, cl
     code, out, err = cli("predict", checkpoint, tmp_path / "in.h5", tmp_path / "cli.zarr", "--chunk", "40,40", "--workers", "2",
                          "--batch-size", "4", "--dtype", "float32")  # fmt: skip
     assert code == 0, err
-    assert f"Predicting {tmp_path}/in.h5 (100, 75) in chunks of (40, 40) into {tmp_path}/cli.zarr (2 worker thread(s))" in out
+    assert f"Predicting {tmp_path}/in.h5 (100, 75) in chunks of (40, 40) into {tmp_path}/cli.zarr (zarr) (2 worker thread(s))" in out
     assert f"open the labels in napari: napari {tmp_path}/cli.zarr/labels" in out
     for a, b in zip(_read(str(tmp_path / "cli.zarr")), _read(job.output)):
         np.testing.assert_array_equal(a, b)
@@ -153,4 +153,4 @@ def test_segflow_predict_a_volume_from_the_command_line(checkpoint, tmp_path, cl
         code, _, err = cli("predict", checkpoint, tmp_path / "in.zarr", tmp_path / "x.zarr", *args)
         assert code == 2 and err.strip() == f"segflow: error: {message}" + err.strip().split(message, 1)[1], err
     code, _, err = cli("predict", checkpoint, tmp_path / "in.zarr", tmp_path / "x.tif")
-    assert code == 2 and f"OUTPUT {tmp_path}/x.tif: a volume is predicted into a Zarr store; name it with .zarr" in err
+    assert code == 2 and f"OUTPUT {tmp_path}/x.tif: name it .zarr, .ome.zarr, .h5 or .hdf5 (the output's format), or give --output-format" in err

@@ -160,7 +160,11 @@ def check(config_path: str | os.PathLike, overrides: list[str] | tuple[str, ...]
                 "use a smaller patch or DATA.REFLECT_TO_COMPLETE_SHAPE: true"
             )
         check_split_fits_patch(cfg, train, val)
-    if cfg.TEST.ENABLE:
+    if cfg.TEST.ENABLE and cfg.TEST.BY_CHUNKS.ENABLE:
+        from segflow.evaluation.testphase_chunks import check_test_volumes
+
+        check_test_volumes(cfg)
+    elif cfg.TEST.ENABLE:
         test_shapes = _describe("test", cfg, d.TEST.PATH, d.TEST.GT_PATH if d.TEST.LOAD_GT else None, "test")
         check_stack_sizes(cfg, test_shapes)
     print("OK: config and data are ready")

@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--overlap", type=float, default=None, help="window overlap fraction in [0, 1) (default: the model's DATA.TEST settings)")
     pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: TEST.BATCH_SIZE of the model, -1 = the device's best: about 262,144 pixels a batch on the CPU)")
     pred.add_argument("--gpu", default=None, help="GPU id such as 0, or 'cpu' (default: a GPU when present)")
-    vol = pred.add_argument_group("volumes (IMAGE a .zarr store, .h5 file or TIFF; OUTPUT a .zarr store): chunk by chunk, any size")
+    vol = pred.add_argument_group("volumes (IMAGE a .zarr store, .h5 file or TIFF; OUTPUT .zarr, .ome.zarr or .h5): chunk by chunk, any size")
     vol.add_argument("--chunk", default=None, help="chunk of the work and of the output, e.g. 256,256,256 (default: 4 windows a side)")
     vol.add_argument("--workers", type=int, default=None, help="chunks predicted at once on this machine, threads sharing the cores (default: on the CPU one per core, at most 4; on a GPU 1)")
     vol.add_argument("--scheduler", default=None, help="a running dask.distributed scheduler, tcp://host:port, to send the chunks to")
@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     vol.add_argument("--dtype", default="float16", help="float16 (default) or float32 probabilities")
     vol.add_argument("--gt", default=None, help="the volume's mask of class ids (.zarr, .h5, .tif): IoU per class over the whole volume, from each chunk's confusion matrix")
     vol.add_argument("--gt-array", default=None, help="the array inside --gt (default: its one array)")
+    vol.add_argument("--output-format", default=None, help="zarr, ome-zarr (multiscale, with the input's voxel size: napari opens it as layers) or h5 (default: by OUTPUT's suffix, .ome.zarr for OME-Zarr)")
+    vol.add_argument("--median-filter", dest="median", action="append", default=[], metavar="AXES:SIZE",
+                     help="also write the probabilities and labels median-filtered along AXES (z, yz, xy, zx), e.g. z:5; repeatable, applied in order")
 
     lm = sub.add_parser("build-lmdb", help="store the 2D images and masks of two folders as train and val LMDB databases")
     lm.add_argument("--image_folder", required=True, help="folder of the images")
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             predict_volume_cli(
                 args.model, args.image, args.output, args.chunk, args.workers, args.scheduler, args.overwrite,
                 args.tta, args.overlap, args.batch_size, args.gpu, args.axes, args.array, args.dtype, args.gt, args.gt_array,
+                args.output_format, args.median,
             )
         elif args.command == "predict":
             from segflow.app.predict import predict_images
@@ -180,7 +184,7 @@ def _volume(args: argparse.Namespace) -> bool:
     """``segflow predict`` of a Zarr/HDF5 volume, or into a Zarr store: predicted chunk by chunk."""
     from segflow.app.predict_volume import is_volume
 
-    return args.input_dir is None and is_volume(args.image, args.output)
+    return args.input_dir is None and is_volume(args.image, args.output, args.output_format)
 
 
 def _outputs(args: argparse.Namespace) -> tuple[str, list[Path]]:

@@ -128,6 +128,11 @@ def check_test_data(cfg: Config) -> None:
     rewriting a finished run's test outputs."""
     from segflow.encodings import get_encoding
 
+    if cfg.TEST.BY_CHUNKS.ENABLE:
+        from segflow.evaluation.testphase_chunks import check_test_volumes
+
+        check_test_volumes(cfg)  # opened lazily: volumes larger than RAM are read by chunks, later
+        return
     t = cfg.DATA.TEST
     shapes = []
     rules = get_encoding(cfg) if t.CHECK_DATA else None
@@ -180,7 +185,7 @@ def run(
         print(f"Training of run {paths.job} already finished (use --overwrite to train again, --resume to train further)")
     result: dict = {}
     if cfg.TEST.ENABLE:
-        result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, torch_device(accelerator, devices)))
+        result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, torch_device(accelerator, devices)), str(checkpoint))
     print(f"FINISHED JOB {paths.job}: results in {paths.run}, checkpoints in {paths.checkpoints}")
     return result
 

@@ -23,6 +23,10 @@ SAME_AS_SEGFLOW: dict[str, tuple[Any, ...]] = {
     "TEST.AUGMENTATION_MODE": ("mean",),  # test-time augmentation averages the views
     "DATA.VAL.DIST_EVAL": (True,),  # in a multi-GPU run every GPU validates its share
     "PATHS.PROB_MAP_FILENAME": ("prob_map.npy",),
+    # BiaPy's step after prediction by chunks; segflow's labels and median filters by chunks (with their halo) are
+    # exactly those of the entire prediction, so both of its types give segflow's result
+    "TEST.BY_CHUNKS.WORKFLOW_PROCESS.ENABLE": (True, False),
+    "TEST.BY_CHUNKS.WORKFLOW_PROCESS.TYPE": ("chunk_by_chunk", "entire_pred"),
 }
 
 RESOLUTION_KEYS = ("DATA.TRAIN.RESOLUTION", "DATA.VAL.RESOLUTION", "DATA.TEST.RESOLUTION")

@@ -149,7 +149,8 @@ def _is_disabled(value: Any) -> bool:
 OTHER_WORKFLOWS = tuple(
     f"PROBLEM.{w}." for w in ("INSTANCE_SEG", "DETECTION", "DENOISING", "SUPER_RESOLUTION", "SELF_SUPERVISED", "CLASSIFICATION", "IMAGE_TO_IMAGE")
 ) + tuple(  # the ids, partners and locations of BiaPy's synapse detection in Zarr/HDF5 files
-    f"DATA.{part}.INPUT_ZARR_MULTIPLE_DATA_{what}_PATH" for part in ("TRAIN", "VAL") for what in ("ID", "PARTNERS", "LOCATIONS", "RESOLUTION")
+    f"{part}.INPUT_ZARR_MULTIPLE_DATA_{what}_PATH" for part in ("DATA.TRAIN", "DATA.VAL", "TEST.BY_CHUNKS")
+    for what in ("ID", "PARTNERS", "LOCATIONS", "RESOLUTION")
 )
 
 

@@ -7,18 +7,12 @@ file loads. The field descriptions are the documentation: ``segflow reference`` 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-# A window or patch-grid overlap per axis: a fraction in [0, 1) (1 would never advance).
-Overlap = tuple[Annotated[float, Field(ge=0, lt=1)], ...]
-
-
-class Section(BaseModel):
-    """A config section: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+from segflow.config.section import Overlap, Section
+from segflow.config.test_phase_keys import TestConfig
 
 
 # --------------------------------------------------------------------------------------------- SYSTEM
@@ -301,42 +295,6 @@ class TrainConfig(Section):
         if self.PATIENCE == 0 or self.PATIENCE < -1:
             raise ValueError(f"PATIENCE {self.PATIENCE}: use a positive number of epochs, or -1 to never stop early")
         return self
-
-
-# --------------------------------------------------------------------------------------------- TEST
-class PostProcessingConfig(Section):
-    Z_FILTERING: bool = Field(False, description="Median filter along z of 3D predictions (and of TEST.ANALIZE_2D_IMGS_AS_3D_STACK stacks).")
-    Z_FILTERING_SIZE: int = Field(5, gt=0, description="Size of the Z_FILTERING median filter.")
-    YZ_FILTERING: bool = Field(False, description="Median filter in the y-z plane of 3D predictions.")
-    YZ_FILTERING_SIZE: int = Field(5, gt=0, description="Size of the YZ_FILTERING median filter.")
-    MEDIAN_FILTER: bool = Field(False, description="BiaPy 3.5's form of the median filters: one filter per entry of MEDIAN_FILTER_AXIS, applied in order.")
-    MEDIAN_FILTER_AXIS: list[Literal["z", "yz", "zy", "xy", "yx", "zx", "xz"]] = Field(
-        [], description="Axes of each MEDIAN_FILTER. Filters involving z apply to 3D results and to TEST.ANALIZE_2D_IMGS_AS_3D_STACK stacks; 'xy' also to 2D images."
-    )
-    MEDIAN_FILTER_SIZE: list[int] = Field([], description="Size of each MEDIAN_FILTER, one per MEDIAN_FILTER_AXIS entry.")
-
-    @model_validator(mode="after")
-    def _median_lists(self) -> PostProcessingConfig:
-        if self.MEDIAN_FILTER:
-            if not self.MEDIAN_FILTER_AXIS:
-                raise ValueError("MEDIAN_FILTER is on: list the filters' axes in MEDIAN_FILTER_AXIS, e.g. ['z']")
-            if len(self.MEDIAN_FILTER_SIZE) != len(self.MEDIAN_FILTER_AXIS):
-                raise ValueError(
-                    f"MEDIAN_FILTER_SIZE {self.MEDIAN_FILTER_SIZE} needs one size per MEDIAN_FILTER_AXIS entry {self.MEDIAN_FILTER_AXIS}"
-                )
-            if any(v <= 0 for v in self.MEDIAN_FILTER_SIZE):
-                raise ValueError(f"MEDIAN_FILTER_SIZE {self.MEDIAN_FILTER_SIZE}: sizes must be positive")
-        return self
-
-
-class TestConfig(Section):
-    ENABLE: bool = Field(False, description="Predict the test images (with IoU when DATA.TEST.LOAD_GT).")
-    AUGMENTATION: bool = Field(False, description="Test-time augmentation: average over the 8 flips and 90-degree rotations of the y-x plane (16 with z flips in 3D).")
-    FULL_IMG: bool = Field(False, description="Also predict each whole image in one pass, padded to what the network needs (full_image/).")
-    ANALIZE_2D_IMGS_AS_3D_STACK: bool = Field(False, description="2D: also stack the test predictions in file order into one volume (as_3d_stack*/) and apply the z median filters to it.")
-    BATCH_SIZE: int = Field(-1, description="segflow key. Windows per forward pass at test time; -1 = the device's best: on the CPU as many "
-        "windows as hold about 262,144 pixels/voxels (4 of 256x256, 1 of 64x64x64: measured fastest, bench/README.md), on a GPU TRAIN.BATCH_SIZE * 2.")
-    POST_PROCESSING: PostProcessingConfig = PostProcessingConfig()
 
 
 # --------------------------------------------------------------------------------------------- PATHS

@@ -8,6 +8,9 @@ Pooled figures sum the confusion matrices of all images first.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 
 from segflow.config.schema import Config
@@ -28,6 +31,17 @@ def confusion(pred: np.ndarray, gt: np.ndarray, n_classes: int, ignore_id: int =
         keep = (g >= 0) & (g < n_classes) & (g != ignore_id)
         out += np.bincount(g[keep] * n_classes + p[keep], minlength=n_classes * n_classes)
     return out.reshape(n_classes, n_classes)
+
+
+def chunk_score(cfg: Config) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``(labels, mask) -> confusion matrix`` of one chunk, as ``Scorer.add`` counts an image (the mask's class ids
+    through the encoding's ``truth``, ignored pixels left out): picklable, sent to the chunk tasks."""
+    enc = get_encoding(cfg)
+    return functools.partial(_chunk_confusion, truth=enc.truth, n_classes=enc.score_classes(), ignore_id=cfg.PROBLEM.SEMANTIC_SEG.IGNORE_CLASS_ID)
+
+
+def _chunk_confusion(labels: np.ndarray, mask: np.ndarray, truth: Callable, n_classes: int, ignore_id: int) -> np.ndarray:
+    return confusion(labels, truth(mask), n_classes, ignore_id)
 
 
 def scores(conf: np.ndarray) -> dict[str, float | list[float]]:
@@ -114,6 +128,13 @@ class Scorer:
             self.errors += (float(np.square(diff).sum()), float(np.abs(diff).sum()), diff.size)
             row.update(mse=float(np.square(diff).mean()) if diff.size else float("nan"), mae=float(np.abs(diff).mean()) if diff.size else float("nan"))
         row["image"] = name
+        self.rows.append(row)
+        return row
+
+    def add_confusion(self, name: str, conf: np.ndarray) -> dict:
+        """Score one image from its confusion matrix (summed over its chunks, ``chunk_score``)."""
+        row = {**_NAN_SCORES, **scores(conf), "image": name}
+        self.conf += conf
         self.rows.append(row)
         return row
 

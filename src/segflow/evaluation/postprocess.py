@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage
 
@@ -43,3 +46,18 @@ def apply_median_filters(probs: np.ndarray, filters: list[tuple[str, int]]) -> n
         footprint = tuple(size if on else 1 for on in _FOOTPRINTS[axes][-spatial:]) + (1,)
         out = ndimage.median_filter(out, size=footprint, mode="reflect")
     return out
+
+
+def filter_halo(filters: list[tuple[str, int]], ndim: int) -> tuple[int, ...]:
+    """How far the ``filters``, applied in turn, read beyond a voxel along each spatial axis: what a chunk filtered
+    alone needs around it to give the whole volume's values (``()`` when no filter applies)."""
+    applied = filters_for(filters, ndim)
+    if not applied:
+        return ()
+    return tuple(sum(size // 2 for axes, size in applied if _FOOTPRINTS[axes][-ndim:][i]) for i in range(ndim))
+
+
+def chunk_filter(filters: list[tuple[str, int]], ndim: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The ``filters`` as one picklable function of channels-last probabilities, for the chunk tasks; None if none applies."""
+    applied = filters_for(filters, ndim)
+    return functools.partial(apply_median_filters, filters=applied) if applied else None

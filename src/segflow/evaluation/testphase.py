@@ -87,8 +87,15 @@ class Recorder:
         return self.modes.setdefault(mode, Scorer(self.predictor.cfg))
 
 
-def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
-    """Predict ``DATA.TEST.PATH`` as the config says; return the scores of each mode (empty without masks)."""
+def run_test(cfg: Config, paths: RunPaths, predictor: Predictor, checkpoint: str | None = None) -> dict:
+    """Predict ``DATA.TEST.PATH`` as the config says (by chunks with ``TEST.BY_CHUNKS.ENABLE``: ``checkpoint`` is
+    then the model's file, which each chunk worker loads); return the scores of each mode (empty without masks)."""
+    if cfg.TEST.BY_CHUNKS.ENABLE:
+        from segflow.evaluation.testphase_chunks import run_test_by_chunks
+
+        if checkpoint is None:
+            raise SegflowError("TEST.BY_CHUNKS.ENABLE: the test phase by chunks needs the model's checkpoint file")
+        return report(run_test_by_chunks(cfg, paths, predictor, checkpoint), paths, paths.per_image())
     # The checkpoint fixes the model and its data format; the run's config decides test data and outputs.
     t = cfg.DATA.TEST
     ndim = predictor.cfg.ndim
@@ -122,8 +129,14 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor) -> dict:
     if stacked:
         _as_3d_stack(stacked, pairs[0][0], filters, rec)
     modes = {"per patch": patches, **rec.modes} if patches.rows else rec.modes
+    return report(modes, paths, paths.per_image(), len(pairs))
+
+
+def report(modes: dict[str, Scorer], paths: RunPaths, where: Path, images: int | None = None) -> dict:
+    """The scores of each mode, written to the metrics CSV and printed; ``{}`` (and where the predictions went) when
+    no mode scored an image."""
     if not any(m.rows for m in modes.values()):
-        print(f"Predicted {len(pairs)} test image(s) into {paths.per_image()}")
+        print(f"Predicted {'the' if images is None else images} test image(s) into {where}")
         return {}
     result = {mode: m.summary() for mode, m in modes.items()}
     if "per patch" in result:
@@ -181,7 +194,8 @@ def print_summary(result: dict) -> None:
             f"{labels[mode]:<{width}} {_fmt(m['foreground_iou']):>14} {_fmt(p['foreground_iou']) if p else '-':>9} "
             f"{_fmt(m['mean_iou']):>9} {_fmt(m['foreground_dice']):>7} {_fmt(m['accuracy']):>9}{errors}   (mean per {unit})"
         )
-    merged = result.get("merge patches")
+    main = next((m for m in ("merge patches", "by chunks") if m in result), None)
+    merged = result.get(main) if main else None
     if merged and merged["pooled"] and merged["pooled"]["iou_per_class"]:
         per_class = ", ".join(f"{c}: {_fmt(v)}" for c, v in enumerate(merged["pooled"]["iou_per_class"]))
-        print(f"IoU per class (merge patches, pooled): {per_class}")
+        print(f"IoU per class ({main}, pooled): {per_class}")

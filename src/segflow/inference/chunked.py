@@ -1,11 +1,11 @@
-"""Prediction of volumes larger than RAM, chunk by chunk into a Zarr store, each chunk a dask task.
+"""Prediction of volumes larger than RAM, chunk by chunk into a Zarr, OME-Zarr or HDF5 output, each chunk a dask task.
 
-The output is a Zarr group beside nothing else in memory: ``probabilities`` ``(K, *spatial)`` (float16 or float32)
-and, for models that give classes, ``labels`` ``(*spatial)``, both chunked like the work. A task reads the windows
-of the whole image's grid that touch its chunk (``Predictor.predict(core=...)``), so the chunks put together are the
-in-memory prediction with no seam, and writes whole output chunks, so tasks never write the same file. After its
-chunk is written a task marks it in ``done`` (one flag per chunk, each its own Zarr chunk); a re-run of the same
-command skips the chunks marked, and refuses an output made with another model or options unless told to overwrite.
+Nothing of the volume is held in memory: a task reads the windows of the whole image's grid that touch its chunk
+(``Predictor.predict(core=...)``), so the chunks put together are the in-memory prediction with no seam, and writes
+whole output chunks (``stores``), so tasks never write the same file. With post-processing (median filters) a task
+predicts its chunk plus the filters' halo, filters, and keeps the core: the whole volume filtered, exactly. After its
+chunk is written a task marks it in ``done``; a re-run of the same command skips the chunks marked, and refuses an
+output made with another model or options unless told to overwrite.
 
 The tasks run on dask: its threaded scheduler in this process by default, or a running ``dask.distributed`` cluster
 (``scheduler="tcp://host:port"``), whose workers each load the model once (``cached_predictor``).
@@ -13,9 +13,9 @@ The tasks run on dask: its threaded scheduler in this process by default, or a r
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
-import itertools
 import json
 import os
 from collections.abc import Callable
@@ -26,8 +26,11 @@ from typing import Any
 import numpy as np
 
 from segflow.errors import SegflowError
+from segflow.inference.chunk_grid import check_chunk, cores, grow, inside, region
+from segflow.inference.stores import Layout, get_store
 
 FORMAT = "segflow-chunked-prediction"
+POST = "_post_processing"  # the suffix of the post-processed arrays and scores
 
 
 @dataclass(frozen=True)
@@ -45,20 +48,35 @@ class Job:
     dtype: str
     labels: bool
     device: str = "cpu"
+    store: str = "zarr"  # the output's format: a name of ``stores.STORES``
     truth: Any = None  # a LazyArray mask ``(*spatial)`` of class ids: each chunk's confusion matrix is kept
     n_classes: int = 0  # rows and columns of the confusion matrix (with ``truth``)
     # (labels, truth) of a chunk -> its (n_classes, n_classes) confusion matrix: evaluation's, handed in by the caller
     score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    # channels-last probabilities (*region, K) -> the same filtered (evaluation's median filters), and how far it reads
+    post: Callable[[np.ndarray], np.ndarray] | None = None
+    halo: tuple[int, ...] = ()
+    voxel_size: tuple[float, ...] | None = None  # of the input, (z, y, x) or (y, x): written with the output
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """The volume's spatial shape."""
+        return tuple(self.image.shape[:-1])
+
+    def layout(self, channels: int) -> Layout:
+        """The output's arrays for a network of ``channels`` activated outputs."""
+        kinds = ["probabilities", "labels"] if self.labels else ["probabilities"]
+        suffixes = ["", POST] if self.post is not None else [""]
+        scores = [f"confusion{s}" for s in suffixes] if self.truth is not None else []
+        return Layout(self.spatial, self.chunk, channels, self.dtype, tuple(k + s for s in suffixes for k in kinds), tuple(scores), self.n_classes)
 
 
-def cores(spatial: tuple[int, ...], chunk: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Chunk indices of a ``spatial`` grid cut in ``chunk``-sized blocks (the last ones smaller), in C order."""
-    return list(itertools.product(*(range(-(-n // c)) for n, c in zip(spatial, chunk))))
-
-
-def region(index: tuple[int, ...], spatial: tuple[int, ...], chunk: tuple[int, ...]) -> tuple[slice, ...]:
-    """The spatial region of the chunk at ``index``."""
-    return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, chunk, spatial))
+def _describe(fn: Callable | None) -> str | None:
+    """A callable named stably across runs (a partial's function and arguments, no memory address)."""
+    if fn is None:
+        return None
+    base = getattr(fn, "func", fn)
+    return f"{base.__module__}.{base.__qualname__}{getattr(fn, 'args', ())}{sorted(getattr(fn, 'keywords', {}).items())}"
 
 
 def fingerprint(job: Job) -> str:
@@ -67,7 +85,8 @@ def fingerprint(job: Job) -> str:
     with open(job.checkpoint, "rb") as f:
         for block in iter(functools.partial(f.read, 2**20), b""):
             digest.update(block)
-    options = [job.image.shape, str(job.image.dtype), job.chunk, job.overlap, job.tta, job.dtype, job.labels, job.truth is not None]
+    options = [job.image.shape, str(job.image.dtype), job.chunk, job.overlap, job.tta, job.dtype, job.labels, job.truth is not None,
+               job.store, _describe(job.post), job.halo]  # fmt: skip
     digest.update(json.dumps(options, default=str).encode())
     return digest.hexdigest()
 
@@ -81,75 +100,50 @@ def cached_predictor(checkpoint: str, device: str) -> Any:
 
 
 def predict_chunk(job: Job, index: tuple[int, ...]) -> tuple[int, ...]:
-    """Predict the chunk at ``index`` of ``job``, write it and mark it done; returns ``index``."""
-    import zarr
-
+    """Predict the chunk at ``index`` of ``job`` (with its post-processing), write it and mark it done."""
     predictor = cached_predictor(job.checkpoint, job.device)
-    spatial = tuple(job.image.shape[:-1])
-    core = region(index, spatial, job.chunk)
+    core = region(index, job.spatial, job.chunk)
+    grown = grow(core, job.halo, job.spatial)
     overlap = list(job.overlap) if job.overlap is not None else None
-    probs = predictor.predict(job.image, overlap=overlap, batch_size=job.batch_size, tta=job.tta, core=core, stats=job.stats)
-    group = zarr.open_group(job.output, mode="r+")
-    if job.labels:
-        labels = predictor.labels(probs)
-        group["labels"][core] = labels.astype(group["labels"].dtype, copy=False)
-        if job.truth is not None:
-            group["confusion"][index] = job.score(labels, np.asarray(job.truth[core]))
-    group["probabilities"][(slice(None), *core)] = np.moveaxis(probs, -1, 0).astype(job.dtype, copy=False)
-    group["done"][index] = 1  # last: a chunk killed part-way is predicted again
+    probs = predictor.predict(job.image, overlap=overlap, batch_size=job.batch_size, tta=job.tta, core=grown, stats=job.stats)
+    truth = None if job.truth is None else np.asarray(job.truth[core])
+    keep = inside(core, grown)
+    outputs: dict[str, np.ndarray] = {}
+    confusions: dict[str, np.ndarray] = {}
+    for suffix, values in [("", probs)] + ([(POST, job.post(probs))] if job.post is not None else []):
+        values = values[keep]
+        outputs[f"probabilities{suffix}"] = np.moveaxis(values, -1, 0).astype(job.dtype, copy=False)
+        if job.labels:
+            labels = predictor.labels(values)
+            outputs[f"labels{suffix}"] = labels
+            if truth is not None:
+                confusions[f"confusion{suffix}"] = job.score(labels, truth)
+    get_store(job.store).write(job.output, index, core, outputs, confusions)
     return index
 
 
-def default_chunk(patch: tuple[int, ...], spatial: tuple[int, ...], windows: int = 4) -> tuple[int, ...]:
-    """``windows`` windows a side (e.g. 256^3 for 64^3 windows: 64 MiB of float32 a class), at most the image."""
-    return tuple(min(windows * p, n) for p, n in zip(patch, spatial))
-
-
-def check_chunk(chunk: tuple[int, ...], patch: tuple[int, ...], spatial: tuple[int, ...]) -> None:
-    """A chunk holds at least one window along every axis (or the whole axis): a thinner one would predict every
-    window it touches for a sliver of output, again and again."""
-    if len(chunk) != len(patch) or any(c <= 0 for c in chunk):
-        raise SegflowError(f"--chunk {','.join(map(str, chunk))}: give {len(patch)} positive sizes, one per spatial axis")
-    if any(c < min(p, n) for c, p, n in zip(chunk, patch, spatial)):
-        raise SegflowError(
-            f"--chunk {','.join(map(str, chunk))}: smaller than the model's window {tuple(patch)} along an axis; each chunk "
-            f"reads the windows around it, so give chunks of at least the window (e.g. {','.join(str(4 * p) for p in patch)})"
-        )
-
-
-def open_output(job: Job, channels: int, digest: str, overwrite: bool) -> Any:
-    """The output group of ``job``: made, or the one a run with the same fingerprint left (resumed), or with
-    ``overwrite`` made anew; anything else there is refused, naming what differs."""
-    import zarr
-
-    path, spatial = Path(job.output), tuple(job.image.shape[:-1])
+def open_output(job: Job, layout: Layout, digest: str, overwrite: bool) -> np.ndarray:
+    """Make the output of ``job``, or take the one a run with the same fingerprint left (resumed), or with
+    ``overwrite`` make it anew; anything else there is refused, naming what differs. Returns its ``done`` flags."""
+    store, path = get_store(job.store), Path(job.output)
     if path.exists() and not overwrite:
-        try:
-            meta = zarr.open_group(str(path), mode="r").attrs.get("segflow", {})
-        except Exception:
-            meta = {}
+        meta = store.attrs(job.output)
         if meta.get("format") != FORMAT:
-            raise SegflowError(f"{path}: exists and is not a segflow chunked prediction; choose another output, or give --overwrite to replace it")
+            raise SegflowError(
+                f"{path}: exists and is not a segflow chunked prediction (or cannot be read: a run killed while writing "
+                "HDF5 can leave it damaged); choose another output, or give --overwrite to replace it"
+            )
         if meta.get("fingerprint") != digest:
-            said = {"shape": list(spatial), "chunk": list(job.chunk)}
+            said = {"shape": list(job.spatial), "chunk": list(job.chunk)}
             differs = [f"{k} {meta.get(k)} there, {v} now" for k, v in said.items() if meta.get(k) != v] or ["another model or options"]
             raise SegflowError(
                 f"{path}: was predicted with {'; '.join(differs)}; re-run the command that made it to finish it, "
                 "or give --overwrite to predict it anew"
             )
-        return zarr.open_group(str(path), mode="r+")
-    group = zarr.open_group(str(path), mode="w")
-    grid = tuple(-(-n // c) for n, c in zip(spatial, job.chunk))
-    group.create_array("probabilities", shape=(channels, *spatial), chunks=(channels, *job.chunk), dtype=job.dtype, fill_value=0)
-    if job.labels:
-        group.create_array("labels", shape=spatial, chunks=job.chunk, dtype="uint8" if channels < 256 else "uint16", fill_value=0)
-    group.create_array("done", shape=grid, chunks=(1,) * len(grid), dtype="uint8", fill_value=0)
-    if job.truth is not None:  # one matrix per chunk, each its own Zarr chunk: summed at the end, resumable
-        n = job.n_classes
-        group.create_array("confusion", shape=(*grid, n, n), chunks=(1,) * len(grid) + (n, n), dtype="int64", fill_value=0)
-    group.attrs["segflow"] = {"format": FORMAT, "fingerprint": digest, "shape": list(spatial), "chunk": list(job.chunk),
-                              "checkpoint": str(Path(job.checkpoint).resolve())}  # fmt: skip
-    return group
+        return np.asarray(store.read(job.output, "done")[...]).astype(bool)
+    store.create(job.output, layout, {"format": FORMAT, "fingerprint": digest, "shape": list(job.spatial), "chunk": list(job.chunk),
+                                      "checkpoint": str(Path(job.checkpoint).resolve())})  # fmt: skip
+    return np.zeros(layout.grid, dtype=bool)
 
 
 def _report(total: int, say: Callable[[str], None]) -> Callable[[int], None]:
@@ -192,37 +186,44 @@ def default_workers(device: str) -> int:
 def predict_volume(
     job: Job, scheduler: str | None = None, workers: int | None = None, overwrite: bool = False, say: Callable[[str], None] = print
 ) -> Path:
-    """Predict ``job.image`` into the Zarr group ``job.output``, chunk by chunk, skipping the chunks a killed run of
+    """Predict ``job.image`` into the output ``job.output``, chunk by chunk, skipping the chunks a killed run of
     the same command wrote (``workers`` None: ``default_workers``); returns the output's path."""
     workers = workers or default_workers(job.device)
-    spatial = tuple(job.image.shape[:-1])
+    store = get_store(job.store)
+    if scheduler and not store.many_processes:
+        raise SegflowError(f"--scheduler {scheduler}: an {store.name} output is written by one process; write Zarr or OME-Zarr on a cluster")
     predictor = cached_predictor(job.checkpoint, job.device)
-    check_chunk(job.chunk, predictor.cfg.spatial_patch, spatial)
+    check_chunk(job.chunk, predictor.cfg.spatial_patch, job.spatial, job.halo)
     from segflow.encodings import get_encoding
 
-    channels = get_encoding(predictor.cfg).out_channels()  # what the network's activated output holds
-    group = open_output(job, channels, fingerprint(job), overwrite)
-    done = np.asarray(group["done"][...]).astype(bool)
-    todo = [i for i in cores(spatial, job.chunk) if not done[i]]
-    total = done.size
+    layout = job.layout(get_encoding(predictor.cfg).out_channels())  # what the network's activated output holds
+    done = open_output(job, layout, fingerprint(job), overwrite)
+    todo = [i for i in cores(job.spatial, job.chunk) if not done[i]]
     if done.any():
-        say(f"{job.output}: {int(done.sum())} of {total} chunks were written by an earlier run; predicting the other {len(todo)}")
+        say(f"{job.output}: {int(done.sum())} of {done.size} chunks were written by an earlier run; predicting the other {len(todo)}")
     import torch
 
     threads = torch.get_num_threads()
     if not scheduler and workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the worker threads share the cores
-    report = _report(total, say)
+    report = _report(done.size, say)
     try:
-        run_tasks(job, todo, scheduler, workers, lambda n: report(n + total - len(todo)))
+        run_tasks(job, todo, scheduler, workers, lambda n: report(n + done.size - len(todo)))
+        store.finish(job.output, layout, job.voxel_size)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        written = int(np.asarray(store.read(job.output, "done")[...]).sum())
+        raise SegflowError(
+            f"{job.output}: the disk is full ({exc.strerror}) after {written} of {done.size} chunks were written and recorded; "
+            "free space, then run the same command again: it predicts only the other chunks"
+        ) from None
     finally:
         torch.set_num_threads(threads)
     return Path(job.output)
 
 
-def summed_confusion(output: str) -> np.ndarray:
-    """The confusion matrix of the whole volume: the chunks' matrices of a finished ``output`` summed (exact)."""
-    import zarr
-
-    matrices = zarr.open_group(output, mode="r")["confusion"]
+def summed_confusion(job: Job, name: str = "confusion") -> np.ndarray:
+    """The confusion matrix of the whole volume: the chunks' matrices ``name`` of a finished output summed (exact)."""
+    matrices = get_store(job.store).read(job.output, name)
     return np.asarray(matrices[...]).reshape(-1, *matrices.shape[-2:]).sum(axis=0)

@@ -94,6 +94,12 @@ class ContainerSource:
             return spatial if len(shape) == ndim else spatial + "C"
         return BIAPY_AXES
 
+    @classmethod
+    def voxel_size(cls, path: Path, inner: str | None, ndim: int) -> tuple[float, ...] | None:
+        """The voxel size the container records for the array at ``inner``, ``(z, y, x)`` or ``(y, x)`` (in its own
+        unit, micrometres by convention), or None; what a container without it says."""
+        return None
+
     def lazy_array(self, cfg: Config, path: Path, inner: str | None, axes: str, key: str, channels: bool) -> LazyArray:
         """The array at ``inner`` of the container ``path`` (None: its one array) read lazily as ``(*spatial, C)`` (a
         mask ``(*spatial)`` without ``channels``), its stored ``axes`` (BiaPy's default: found) set by ``key``."""

@@ -38,3 +38,9 @@ class Hdf5Source(ContainerSource):
                 "set DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH / _GT_PATH to one of them"
             )
         return f[inner]  # the dataset keeps its file open
+
+    @classmethod
+    def voxel_size(cls, path: Path, inner: str | None, ndim: int) -> tuple[float, ...] | None:
+        """The dataset's ``element_size_um`` attribute (Fiji's and ilastik's), its last ``ndim`` values."""
+        size = cls.open_array(path, inner).attrs.get("element_size_um")
+        return None if size is None or len(size) < ndim else tuple(float(v) for v in size[-ndim:])

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from segflow.config.schema import Config
 from segflow.data.sources.container import ContainerSource
 from segflow.errors import SegflowError
-from segflow.io.formats.tiff import Tiff, biapy_axes, open_lazy, series_axes
+from segflow.io.formats.tiff import Tiff, biapy_axes, open_lazy, pixel_size, series_axes
 
 
 class TiffSource(ContainerSource):
@@ -43,3 +43,8 @@ class TiffSource(ContainerSource):
         if axes is None:
             raise SegflowError(f"{path}: cannot tell the axes of the TIFF (tifffile reads {found} for {shape}); set {key} to them (letters of TZCYX)")
         return axes
+
+    @classmethod
+    def voxel_size(cls, path: Path, inner: str | None, ndim: int) -> tuple[float, ...] | None:
+        """The pixel size the TIFF records (``io.formats.tiff.pixel_size``)."""
+        return pixel_size(path, ndim)

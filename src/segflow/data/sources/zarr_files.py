@@ -47,3 +47,19 @@ class ZarrSource(ContainerSource):
                 "set DATA.TRAIN.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH / _GT_PATH to one of them"
             )
         return node[inner]
+
+    @classmethod
+    def voxel_size(cls, path: Path, inner: str | None, ndim: int) -> tuple[float, ...] | None:
+        """The scale of the OME-Zarr level read (``inner``, None: level 0), its last ``ndim`` values."""
+        import zarr
+
+        try:
+            attrs = zarr.open_group(str(path), mode="r").attrs
+        except Exception:  # a plain array, or no group: no voxel size
+            return None
+        levels = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales") or [{}]
+        for dataset in levels[0].get("datasets", []):
+            if inner in (None, dataset["path"]):
+                scale = next((t["scale"] for t in dataset.get("coordinateTransformations", []) if t.get("type") == "scale"), None)
+                return tuple(float(v) for v in scale[-ndim:]) if scale else None
+        return None

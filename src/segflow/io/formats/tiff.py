@@ -59,6 +59,20 @@ def open_lazy(path: Path) -> Any:
         raise SegflowError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); the file may be corrupt or truncated") from None
 
 
+def pixel_size(path: Path, ndim: int) -> tuple[float, ...] | None:
+    """``(z, y, x)`` or ``(y, x)`` pixel size of the TIFF: 1 / its X and Y resolution, and ImageJ's z spacing (1 when
+    absent), in the file's unit; None when it records no resolution."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        if "XResolution" not in page.tags or "YResolution" not in page.tags:
+            return None
+        (xn, xd), (yn, yd) = page.tags["XResolution"].value, page.tags["YResolution"].value
+        if not (xn and yn):
+            return None
+        z = float((tif.imagej_metadata or {}).get("spacing", 1.0))
+    return ((z,) if ndim == 3 else ()) + (yd / yn, xd / xn)
+
+
 def series_axes(path: Path) -> str:
     """tifffile's axes of the first series (e.g. ``QYX``, ``YXS``, ImageJ's ``ZCYX``), matching ``open_lazy``'s shape."""
     with tifffile.TiffFile(path) as tif:
@@ -135,3 +149,21 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, ndim: int, reference:
         except Exception:  # metadata is a courtesy; an unreadable reference must not stop the output
             kwargs = {"imagej": kwargs["imagej"]}
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr, metadata=metadata, **kwargs))
+
+
+def write_tiff_slabs(path: str | os.PathLike, array: Any, channels: bool) -> None:
+    """Write a sliceable ``array`` (Zarr, HDF5) ``(K, *spatial)`` with ``channels``, else ``(*spatial)``, as a TIFF
+    one page at a time (memory: one page), atomically: ImageJ's ``(Z)CYX`` hyperstack when under 4 GiB, else
+    BigTIFF. float16 is written as float32, which ImageJ reads."""
+    shape = tuple(array.shape)
+    dtype = np.dtype(np.float32) if np.dtype(array.dtype) == np.float16 else np.dtype(array.dtype)
+    spatial = shape[1:] if channels else shape
+    axes = ("ZCYX" if channels else "ZYX") if len(spatial) == 3 else ("CYX" if channels else "YX")
+    if channels and len(spatial) == 3:
+        order, out_shape = [(k, z) for z in range(spatial[0]) for k in range(shape[0])], (spatial[0], shape[0], *spatial[1:])
+    else:
+        order, out_shape = [(i,) for i in range(shape[0])] if len(shape) > 2 else [()], shape
+    pages = (np.asarray(array[index], dtype=dtype) for index in order)
+    small = math.prod(out_shape) * dtype.itemsize < 2**32 - 2**25 and dtype in (np.uint8, np.uint16, np.float32)
+    options = {"imagej": True} if small else {"bigtiff": True}
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, pages, shape=out_shape, dtype=dtype, metadata={"axes": axes}, **options))
