@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -32,9 +34,65 @@ def autocast_dtype(setting: str, device_type: str) -> torch.dtype | None:
     return torch.bfloat16 if setting == "auto" and torch.cuda.is_bf16_supported() else torch.float16
 
 
+@dataclass(frozen=True)
+class Launch:
+    """How this process was started: ``single`` (alone, or the first process of a run that Lightning spawns),
+    ``lightning`` (a process Lightning spawned for ``--gpu 0,1`` or SYSTEM.NUM_PROCESSES), ``torchrun`` or ``slurm``
+    (``srun``): how many processes per node and nodes the launcher made, and whether this one is the first (rank 0),
+    which alone writes files."""
+
+    launcher: str
+    processes_per_node: int = 1
+    nodes: int = 1
+    rank_zero: bool = True
+
+    @property
+    def by_launcher(self) -> bool:
+        """Whether torchrun or srun made the processes (then Lightning must not spawn more)."""
+        return self.launcher in ("torchrun", "slurm")
+
+
+def detect_launch(env: Mapping[str, str] = os.environ) -> Launch:
+    """The ``Launch`` of this process from its environment: torchrun sets ``LOCAL_WORLD_SIZE`` and ``RANK``; srun
+    ``SLURM_NTASKS`` (more than one, outside an interactive job: Lightning's rule) and ``SLURM_PROCID``; Lightning's
+    spawned processes ``LOCAL_RANK`` and ``NODE_RANK``."""
+    if "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:
+        local, world = int(env["LOCAL_WORLD_SIZE"]), int(env["WORLD_SIZE"])
+        return Launch("torchrun", local, max(1, world // max(1, local)), int(env.get("RANK", "0")) == 0)
+    tasks = int(env.get("SLURM_NTASKS", "1") or 1)
+    if tasks > 1 and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        nodes = int(env.get("SLURM_NNODES", "1") or 1)
+        return Launch("slurm", max(1, tasks // nodes), nodes, int(env.get("SLURM_PROCID", "0")) == 0)
+    if "LOCAL_RANK" in env:
+        return Launch("lightning", rank_zero=int(env["LOCAL_RANK"]) == 0 and int(env.get("NODE_RANK", "0") or 0) == 0)
+    return Launch("single")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process writes the run's files: the only one, or rank 0 of a distributed run."""
+    return detect_launch().rank_zero
+
+
+def trainer_layout(accelerator: str, devices: list[int] | int, processes: int, nodes: int) -> tuple[list[int] | int, int, str]:
+    """Lightning's ``(devices, num_nodes, strategy)``: what torchrun or srun made; else the GPUs of ``--gpu 0,1``, or
+    on the CPU SYSTEM.NUM_PROCESSES processes (DDP with gloo), on SYSTEM.NUM_NODES nodes; one process: no DDP."""
+    launch = detect_launch()
+    if launch.by_launcher:
+        devices, nodes = launch.processes_per_node, launch.nodes
+    elif accelerator == "cpu":
+        devices = processes
+    count = len(devices) if isinstance(devices, list) else devices
+    return devices, nodes, "ddp" if count * nodes > 1 else "auto"
+
+
 def distributed_rank() -> int:
     """This process's rank in a distributed (DDP) run; 0 otherwise."""
     return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+
+
+def distributed_world() -> int:
+    """The number of processes of a distributed (DDP) run; 1 otherwise."""
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
 
 
 def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int] | int]:

@@ -89,7 +89,7 @@ def test_another_chunking_or_model_is_refused_unless_overwritten(checkpoint, tmp
 def test_a_local_cluster_of_two_worker_processes_gives_the_same_output(checkpoint, tmp_path) -> None:
     import os
 
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
     job = _job(checkpoint, tmp_path)
     chunked.predict_volume(job, say=lambda s: None)
@@ -100,11 +100,15 @@ def test_a_local_cluster_of_two_worker_processes_gives_the_same_output(checkpoin
     try:
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
             chunked.predict_volume(on_cluster, scheduler=cluster.scheduler_address, say=lambda s: None)
+            with Client(cluster) as client:  # each worker process loaded the model once for all its chunks
+                loads = client.run(lambda: tuple(chunked.cached_predictor.cache_info()[:2]))
     finally:
         os.environ.clear()
         os.environ.update(environ)
     for a, b in zip(_read(on_cluster.output), _read(job.output)):
         np.testing.assert_array_equal(a, b)
+    assert sum(hits + misses for hits, misses in loads.values()) == 6  # one model lookup per chunk
+    assert all(misses <= 1 for _, misses in loads.values()), loads
 
 
 def test_a_scheduler_that_does_not_answer_is_one_line(checkpoint, tmp_path) -> None:

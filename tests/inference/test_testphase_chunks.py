@@ -82,3 +82,14 @@ def test_segflow_run_with_biapys_by_chunks_keys_reads_image_and_mask_from_one_fi
     assert line.split()[5:8] == [f"{mean['foreground_iou']:.4f}", f"{memory['merge patches']['pooled']['foreground_iou']:.4f}", f"{mean['mean_iou']:.4f}"]
     assert 0.2 < mean["mean_iou"] < 0.99  # a figure that tells the two apart if the labels differ
     assert RunPaths(tmp_path / "res", "j", "1").per_image().joinpath("img_000.h5").is_file()
+
+
+def test_the_scheduler_key_sends_the_chunks_to_a_cluster(checkpoint, data2d, tmp_path) -> None:
+    """TEST.BY_CHUNKS.SCHEDULER reaches the engine (a cluster at the address is tested in test_chunked.py)."""
+    from segflow.errors import SegflowError
+
+    _as_zarr(data2d / "test/x", tmp_path / "zx")
+    _as_zarr(data2d / "test/y", tmp_path / "zy")
+    cfg, predictor = _cfg(checkpoint, tmp_path / "zx", tmp_path / "zy", ENABLE=True, SCHEDULER="tcp://127.0.0.1:9")
+    with pytest.raises(SegflowError, match=r"^TEST.BY_CHUNKS.SCHEDULER tcp://127.0.0.1:9: no dask scheduler answers there"):
+        run_test(cfg, RunPaths(tmp_path / "r", "t", "1"), predictor, str(checkpoint))

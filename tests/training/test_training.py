@@ -257,21 +257,25 @@ def test_the_end_of_starvation_is_said_once(cli, tmp_path, data2d, monkeypatch):
 
 
 def test_ddp_ranks_draw_different_patches_from_one_order(monkeypatch, data2d):
-    """Under DDP every rank reseeds from (SEED, epoch, rank): one shared order for Lightning's distributed
-    wrapper to split, but each rank its own random patch positions and augmentations; rank 0 draws as a
+    """Under DDP every rank reseeds from (SEED, epoch, rank): one shared order, split between the 2 ranks (each
+    takes every second patch), but each rank its own random patch positions and augmentations; rank 0 draws as a
     single-process run does."""
     cfg, _ = build_config(tiny_config(data2d, DATA={"EXTRACT_RANDOM_PATCH": True}, AUGMENTOR={"ENABLE": True, "HFLIP": True, "VFLIP": True, "ROT90": True}))
     train_ds, _ = make_datasets(cfg, load_data(cfg))
     sampler = EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, shuffle=True)
 
-    def draws(rank: int) -> tuple[list[int], list[torch.Tensor]]:
+    def draws(rank: int, world: int = 2) -> tuple[list[int], list[torch.Tensor]]:
         monkeypatch.setattr(sampler_module, "distributed_rank", lambda: rank)
+        monkeypatch.setattr(sampler_module, "distributed_world", lambda: world)
         sampler.set_epoch(3)
         return list(sampler), [torch.as_tensor(train_ds[i]["image"]) for i in range(len(train_ds))]
 
     order0, patches0 = draws(0)
     order1, patches1 = draws(1)
     again0, repeat0 = draws(0)
-    assert order0 == order1 == again0 and sorted(order0) == list(range(len(train_ds)))
+    whole, _ = draws(0, world=1)
+    padded = (whole * 2)[: 2 * len(order0)]  # an odd count is padded with the order's first patch
+    assert order0 == again0 == padded[0::2] and order1 == padded[1::2] and len(order0) == len(order1) == -(-len(train_ds) // 2)
+    assert sorted(whole) == list(range(len(train_ds))) and set(order0 + order1) == set(whole)
     assert all(torch.equal(a, b) for a, b in zip(patches0, repeat0))
     assert not any(torch.equal(a, b) for a, b in zip(patches0, patches1))

@@ -1,8 +1,9 @@
-"""The ``segflow`` command: run, check, init, demo, predict, build-lmdb, reference."""
+"""The ``segflow`` command: run, check, init, demo, predict, slurm, build-lmdb, reference."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -85,6 +86,23 @@ def _parser() -> argparse.ArgumentParser:
     vol.add_argument("--median-filter", dest="median", action="append", default=[], metavar="AXES:SIZE",
                      help="also write the probabilities and labels median-filtered along AXES (z, yz, xy, zx), e.g. z:5; repeatable, applied in order")
 
+    sl = sub.add_parser("slurm", help="print (or --submit) the sbatch script that trains a config, or predicts, on a SLURM cluster")
+    sl.add_argument("--config", default=None, help="the YAML file to train with")
+    sl.add_argument("--result_dir", default="results", help="where the run writes (default results)")
+    sl.add_argument("--name", default="job", help="the run's name (default job)")
+    sl.add_argument("--nodes", type=int, default=1, help="machines (default 1)")
+    sl.add_argument("--gpus-per-node", type=int, default=0, help="GPUs a machine, one training process each (default 0: CPU nodes)")
+    sl.add_argument("--tasks-per-node", type=int, default=1, help="on CPU nodes, training processes a machine (default 1)")
+    sl.add_argument("--cpus-per-task", type=int, default=8, help="CPU cores a process (default 8)")
+    sl.add_argument("--mem", default="32G", help="memory a machine (default 32G)")
+    sl.add_argument("--time", default="04:00:00", help="time limit (default 04:00:00)")
+    sl.add_argument("--partition", default=None, help="SLURM partition")
+    sl.add_argument("--account", default=None, help="SLURM account")
+    sl.add_argument("--job-name", default="segflow", help="SLURM job name (default segflow)")
+    sl.add_argument("--predict", nargs=3, default=None, metavar=("MODEL", "IMAGE", "OUTPUT"), help="a prediction script instead: segflow predict MODEL IMAGE OUTPUT on one node")
+    sl.add_argument("--submit", action="store_true", help="pass the script to sbatch instead of printing it")
+    sl.add_argument("-D", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config overrides for segflow run")
+
     lm = sub.add_parser("build-lmdb", help="store the 2D images and masks of two folders as train and val LMDB databases")
     lm.add_argument("--image_folder", required=True, help="folder of the images")
     lm.add_argument("--mask_folder", required=True, help="folder of the masks (class ids), paired with the images by name")
@@ -114,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             from segflow.app.run import run
+            from segflow.runtime import is_rank_zero
 
-            run(args.config, args.result_dir, args.name, args.run_id, args.gpu, args.overrides, args.overwrite, args.resume)
+            # The other processes of a distributed run say what rank 0 says: only their errors are shown.
+            with contextlib.redirect_stdout(open(os.devnull, "w") if not is_rank_zero() else sys.stdout):
+                run(args.config, args.result_dir, args.name, args.run_id, args.gpu, args.overrides, args.overwrite, args.resume)
         elif args.command == "check":
             from segflow.app.check import check
 
@@ -143,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
                 args.model, args.image, args.output, args.input_dir, args.output_dir,
                 args.tta, args.probabilities, args.overlap, args.batch_size, args.gpu,
             )
+        elif args.command == "slurm":
+            from segflow.app.slurm import Request, slurm_cli
+
+            req = Request(args.nodes, args.gpus_per_node, args.tasks_per_node, args.cpus_per_task, args.mem, args.time,
+                          args.partition, args.account, args.job_name)  # fmt: skip
+            slurm_cli(req, args.config, args.result_dir, args.name, args.predict, args.submit, tuple(args.overrides))
         elif args.command == "build-lmdb":
             from segflow.app.build_lmdb import build_lmdb
 

@@ -162,7 +162,7 @@ def run(
     from segflow.evaluation.testphase import run_test
     from segflow.inference.predictor import Predictor
     from segflow.report.charts import Charts
-    from segflow.runtime import resolve_devices, torch_device
+    from segflow.runtime import is_rank_zero, resolve_devices, torch_device
     from segflow.training.runstate import write_config_copy
     from segflow.training.trainer import train
 
@@ -176,13 +176,17 @@ def run(
     accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)  # a wrong --gpu fails before any work
     check_outputs(paths)
     train_now, resume, data, checkpoint = _plan(cfg, paths, overwrite, resume_run)
-    if overwrite and train_now:
+    writer = is_rank_zero()  # in a distributed run the other processes train with it and write nothing
+    if overwrite and train_now and writer:
         remove_run_outputs(paths)
-    write_config_copy(cfg, paths)
+    if writer:
+        write_config_copy(cfg, paths)
     if train_now:
         checkpoint = train(cfg, paths, gpu, data=data, resume=resume, callbacks=[Charts(paths)])
     elif cfg.TRAIN.ENABLE:
         print(f"Training of run {paths.job} already finished (use --overwrite to train again, --resume to train further)")
+    if not writer:
+        return {}
     result: dict = {}
     if cfg.TEST.ENABLE:
         result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, torch_device(accelerator, devices)), str(checkpoint))

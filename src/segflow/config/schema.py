@@ -27,6 +27,11 @@ class SystemConfig(Section):
     )
     SEED: int = Field(0, description="Seed for every random generator (python, numpy, torch, workers); runs with the same seed repeat.")
     PIN_MEM: bool = Field(True, description="Pin host memory for faster copies to the GPU (ignored on the CPU).")
+    NUM_PROCESSES: int = Field(1, ge=1, description="segflow key. Training processes on the CPU (--gpu cpu, or no GPU): more than 1 "
+        "runs DDP with gloo on this machine, each process with TRAIN.BATCH_SIZE patches a step (on GPUs the processes are those of "
+        "--gpu 0,1; under torchrun or srun, the launcher's).")
+    NUM_NODES: int = Field(1, ge=1, description="segflow key. Machines of a run that Lightning starts itself (under torchrun or srun: "
+        "the launcher's count).")
     DEVICE: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run when --gpu is not given: 'auto' (CUDA if present, else CPU), 'cpu' or 'cuda'.")
 
 

@@ -92,7 +92,7 @@ def run_test_by_chunks(cfg: Config, paths: RunPaths, predictor: Predictor, check
         job = _job(cfg, checkpoint, str(predictor.device), src, mask, out, store, predictor.cfg)
         stale = out.exists() and get_store(store).attrs(str(out)).get("fingerprint") != fingerprint(job)
         print(f"[by chunks] test volume {n}: {src.name} {job.spatial} in chunks of {job.chunk} into {out}")
-        predict_volume(job, scheduler=bc.SCHEDULER or None, workers=bc.WORKERS or None, overwrite=stale)
+        predict_volume(job, scheduler=bc.SCHEDULER or None, workers=bc.WORKERS or None, overwrite=stale, key="TEST.BY_CHUNKS.SCHEDULER")
         if bc.SAVE_OUT_TIF:
             _save_tifs(job, paths, src)
         for suffix_ in ("", POST) if job.post is not None else ("",):

@@ -152,9 +152,11 @@ def _report(total: int, say: Callable[[str], None]) -> Callable[[int], None]:
     return lambda n: say(f"chunk {n}/{total} written") if n % every == 0 or n == total else None
 
 
-def run_tasks(job: Job, todo: list[tuple[int, ...]], scheduler: str | None, workers: int, said: Callable[[int], None]) -> None:
+def run_tasks(
+    job: Job, todo: list[tuple[int, ...]], scheduler: str | None, workers: int, said: Callable[[int], None], key: str = "--scheduler"
+) -> None:
     """``predict_chunk`` of every chunk in ``todo`` on dask: the local threaded scheduler with ``workers`` threads,
-    or the ``dask.distributed`` cluster at ``scheduler`` (``tcp://host:port``)."""
+    or the ``dask.distributed`` cluster at ``scheduler`` (``tcp://host:port``, given as ``key``)."""
     import dask
 
     tasks = [dask.delayed(predict_chunk, pure=False)(job, index) for index in todo]
@@ -164,7 +166,7 @@ def run_tasks(job: Job, todo: list[tuple[int, ...]], scheduler: str | None, work
         try:
             client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
-            raise SegflowError(f"--scheduler {scheduler}: no dask scheduler answers there ({exc}); start one, or leave --scheduler out to use this machine") from None
+            raise SegflowError(f"{key} {scheduler}: no dask scheduler answers there ({exc}); start one, or leave --scheduler out to use this machine") from None
         with client:
             for n, future in enumerate(as_completed(client.compute(tasks)), 1):
                 future.result()
@@ -184,14 +186,16 @@ def default_workers(device: str) -> int:
 
 
 def predict_volume(
-    job: Job, scheduler: str | None = None, workers: int | None = None, overwrite: bool = False, say: Callable[[str], None] = print
-) -> Path:
+    job: Job, scheduler: str | None = None, workers: int | None = None, overwrite: bool = False, say: Callable[[str], None] = print,
+    key: str = "--scheduler",
+) -> Path:  # fmt: skip
     """Predict ``job.image`` into the output ``job.output``, chunk by chunk, skipping the chunks a killed run of
-    the same command wrote (``workers`` None: ``default_workers``); returns the output's path."""
+    the same command wrote (``workers`` None: ``default_workers``; ``key`` names ``scheduler`` in errors); returns
+    the output's path."""
     workers = workers or default_workers(job.device)
     store = get_store(job.store)
     if scheduler and not store.many_processes:
-        raise SegflowError(f"--scheduler {scheduler}: an {store.name} output is written by one process; write Zarr or OME-Zarr on a cluster")
+        raise SegflowError(f"{key} {scheduler}: an {store.name} output is written by one process; write Zarr or OME-Zarr on a cluster")
     predictor = cached_predictor(job.checkpoint, job.device)
     check_chunk(job.chunk, predictor.cfg.spatial_patch, job.spatial, job.halo)
     from segflow.encodings import get_encoding
@@ -208,7 +212,7 @@ def predict_volume(
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the worker threads share the cores
     report = _report(done.size, say)
     try:
-        run_tasks(job, todo, scheduler, workers, lambda n: report(n + done.size - len(todo)))
+        run_tasks(job, todo, scheduler, workers, lambda n: report(n + done.size - len(todo)), key)
         store.finish(job.output, layout, job.voxel_size)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):

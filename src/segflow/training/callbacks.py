@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import (
 from segflow.checkpoint import previous
 from segflow.io.atomic import atomic_write_text
 from segflow.io.paths import RunPaths
+from segflow.runtime import is_rank_zero
 from segflow.training.sampler import EpochSeededSampler
 
 
@@ -93,7 +94,8 @@ class EpochLog(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = list(state_dict.get("rows", []))
-        self._write()
+        if is_rank_zero():  # every process of a distributed run resumes; one writes
+            self._write()
 
     def _write(self) -> None:
         # Rows of checkpoints written before a column existed show it as NaN.

@@ -30,6 +30,9 @@ class SegModel(L.LightningModule):
         self.net = build_model(self.cfg)
         self.loss_fn = SegmentationLoss(self.cfg, None if class_counts is None else np.asarray(class_counts), n_valid)
         self.train_iou, self.val_iou = self._iou_metric(), self._iou_metric()
+        # Losses averaged over every patch of the epoch, summed over the ranks of a distributed run: exact where
+        # the ranks' shares differ in size (validation), unlike a mean of the ranks' means.
+        self.train_loss, self.val_loss = torchmetrics.MeanMetric(), torchmetrics.MeanMetric()
         # What ReduceLROnPlateau watches; train() sets "val_loss" when there is validation. Not decided in
         # configure_optimizers: Lightning calls it before the validation loader exists.
         self.monitor = "loss"
@@ -49,7 +52,9 @@ class SegModel(L.LightningModule):
         x, y = batch["image"], batch["label"]
         logits = self(x)
         loss = self.loss_fn(logits, y)
-        self.log(f"{prefix}loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+        mean = self.val_loss if prefix else self.train_loss
+        mean.update(loss.detach().float(), weight=x.shape[0])
+        self.log(f"{prefix}loss", mean, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
         if metric is not None:
             with torch.no_grad():
                 metric.update(*self._metric_inputs(logits.float(), y))

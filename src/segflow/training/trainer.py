@@ -27,14 +27,15 @@ from segflow.data.augment import write_aug_samples
 from segflow.data.loading import TrainData
 from segflow.data.patches import PatchDataset, write_prob_maps
 from segflow.encodings import get_encoding
+from segflow.errors import SegflowError
 from segflow.io.atomic import atomic_write_text
 from segflow.io.paths import RunPaths
-from segflow.runtime import num_workers, precision, resolve_devices, worker_warning
+from segflow.runtime import is_rank_zero, num_workers, precision, resolve_devices, trainer_layout, worker_warning
 from segflow.training.callbacks import AtomicCheckpoint, EpochLog, FirstEpochSeeds, best_line
 from segflow.training.datasets import check_patch_fits_model, load_data, make_datasets
 from segflow.training.module import SegModel
 from segflow.training.runstate import check_resume, choose_checkpoint
-from segflow.training.sampler import EpochSeededSampler
+from segflow.training.sampler import EpochSeededSampler, ShardSampler
 
 # Lightning's start-up banners and tips say nothing a segflow user can act on.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -73,7 +74,8 @@ def train(
     print(f"Training on {len(data.train)} image(s), {len(train_ds)} patches per epoch; validating on {len(data.val)} image(s), {len(val_ds) if val_ds else 0} patches")
 
     aug_dir = paths.aug
-    if cfg.AUGMENTOR.ENABLE and cfg.AUGMENTOR.AUG_SAMPLES and train_ds.transform is not None:
+    writer = is_rank_zero()  # the other processes of a distributed run write nothing
+    if writer and cfg.AUGMENTOR.ENABLE and cfg.AUGMENTOR.AUG_SAMPLES and train_ds.transform is not None:
         plain = PatchDataset(
             train_ds.samples, train_ds.patch, mode=train_ds.mode, replicate=cfg.DATA.TRAIN.REPLICATE,
             prob_weights=train_ds.prob_weights, normalizer=train_ds.normalizer, encoding=train_ds.encoding,
@@ -81,10 +83,13 @@ def train(
         plain.set_random_state(seed=cfg.SYSTEM.SEED + 1)
         pairs = [(it["image"], it["label"]) for it in (plain[i] for i in range(min(cfg.AUGMENTOR.AUG_NUM_SAMPLES, len(plain))))]
         write_aug_samples(train_ds.transform, pairs, aug_dir, cfg.AUGMENTOR.DRAW_GRID)
-    if cfg.DATA.PROBABILITY_MAP:
+    if writer and cfg.DATA.PROBABILITY_MAP:
         write_prob_maps(train_ds, Path(cfg.PATHS.PROB_MAP_DIR) if cfg.PATHS.PROB_MAP_DIR else paths.prob_map, aug_dir)
 
     accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
+    devices, nodes, strategy = trainer_layout(accelerator, devices, cfg.SYSTEM.NUM_PROCESSES, cfg.SYSTEM.NUM_NODES)
+    world = (len(devices) if isinstance(devices, list) else devices) * nodes
+    check_world(cfg, world, len(train_ds))
     workers = num_workers(cfg.SYSTEM.NUM_WORKERS, accelerator)
     for line in (worker_warning(workers), None if val_ds else NO_VALIDATION):
         if line:
@@ -93,7 +98,7 @@ def train(
     loader_args = dict(batch_size=cfg.TRAIN.BATCH_SIZE, num_workers=workers, pin_memory=cfg.SYSTEM.PIN_MEM and accelerator == "gpu")
     sampler = EpochSeededSampler(train_ds, cfg.SYSTEM.SEED, cfg.AUGMENTOR.SHUFFLE_TRAIN_DATA_EACH_EPOCH)
     train_loader = DataLoader(train_ds, sampler=sampler, generator=sampler.generator, **loader_args)
-    val_loader = DataLoader(val_ds, shuffle=False, **loader_args) if val_ds is not None else None
+    val_loader = DataLoader(val_ds, sampler=ShardSampler(len(val_ds)), **loader_args) if val_ds is not None else None
 
     monitor = "val_loss" if val_loader is not None else "loss"
     # Saved at the end of the training epoch, after EpochLog has added the epoch's row (checkpoint
@@ -124,7 +129,10 @@ def train(
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
-        strategy="ddp" if isinstance(devices, list) and len(devices) > 1 else "auto",
+        num_nodes=nodes,
+        strategy=strategy,
+        sync_batchnorm=strategy == "ddp" and accelerator == "gpu",  # on the CPU torch has no SyncBatchNorm
+        use_distributed_sampler=False,  # the samplers split the epoch themselves (training/sampler.py)
         precision=prec,
         max_epochs=cfg.TRAIN.EPOCHS,
         accumulate_grad_batches=cfg.TRAIN.ACCUM_ITER,
@@ -137,18 +145,29 @@ def train(
         enable_progress_bar=terminal,
     )
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"Model: {cfg.MODEL.ARCHITECTURE} {cfg.PROBLEM.NDIM}, {n_params / 1e6:.2f} M parameters, on {accelerator} ({prec})")
+    print(f"Model: {cfg.MODEL.ARCHITECTURE} {cfg.PROBLEM.NDIM}, {n_params / 1e6:.2f} M parameters, on {accelerator} ({prec})"
+          + (f"; {world} processes (DDP) x TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} = {world * cfg.TRAIN.BATCH_SIZE} patches a step" if world > 1 else ""))
     if resume is not None:
         saved = check_resume(cfg, paths, resume)
         print(f"Resuming from {resume} ({saved['epoch'] + 1} epoch(s) done)")
-    paths.finished_marker.unlink(missing_ok=True)  # only once the resume is known to be possible
+    if writer:
+        paths.finished_marker.unlink(missing_ok=True)  # only once the resume is known to be possible
     seeds.epoch = saved["epoch"] + 1 if resume is not None else 0
     fit(trainer, model, train_loader, val_loader, resume)
     best_path = Path(best.best_model_path or last.last_model_path or paths.checkpoint("last"))
     if trainer.is_global_zero:
         print_end(early, epoch_log.rows, monitor, best_path)
-    atomic_write_text(paths.finished_marker, json.dumps({"epochs": trainer.current_epoch, "best": str(best_path)}))
+        atomic_write_text(paths.finished_marker, json.dumps({"epochs": trainer.current_epoch, "best": str(best_path)}))
     return best_path
+
+
+def check_world(cfg: Config, world: int, patches: int) -> None:
+    """Each of the ``world`` processes of a distributed run gets at least one patch of its own an epoch."""
+    if world > patches:
+        raise SegflowError(
+            f"{world} training processes but only {patches} patches an epoch: every process needs patches of its own; "
+            "use fewer processes (--gpu, SYSTEM.NUM_PROCESSES, torchrun --nproc_per_node) or more training data"
+        )
 
 
 def print_end(early: EarlyStopping | None, rows: list[dict[str, float]], monitor: str, best_path: Path) -> None:
