@@ -1073,6 +1073,12 @@ CASES = [
         "free space and run the same command again: the recorded chunks are kept",
     ),
     Case(
+        "more_processes_than_patches",
+        lambda c: c.run(c.config(SYSTEM={"NUM_PROCESSES": 99})),
+        ("99 training processes but only 12 patches an epoch", "use fewer processes"),
+        "use fewer processes or more training data",
+    ),
+    Case(
         "test_volume_without_mask",
         _test_volumes_without_a_mask,
         ("DATA.TEST.GT_PATH {tmp}/vy: no mask named like b.zarr", "or set DATA.TEST.LOAD_GT false"),
