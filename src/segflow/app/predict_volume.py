@@ -20,10 +20,12 @@ def is_volume(image: str | Path | None, output: str | Path | None, output_format
 
 def median_filters(texts: list[str]) -> list[tuple[str, int]]:
     """``--median-filter z:5`` (repeatable) as ``(axes, size)`` filters, as TEST.POST_PROCESSING.MEDIAN_FILTER gives them."""
+    from segflow.evaluation.postprocess import CANONICAL
+
     out = []
     for text in texts:
         axes, _, size = text.partition(":")
-        axes = {"zy": "yz", "yx": "xy", "xz": "zx"}.get(axes.lower(), axes.lower())
+        axes = CANONICAL.get(axes.lower(), axes.lower())
         if axes not in ("z", "yz", "xy", "zx") or not size.isdigit() or int(size) < 1:
             raise SegflowError(f"--median-filter {text}: give AXES:SIZE, AXES one of z, yz, xy, zx and SIZE a positive whole number (e.g. z:5)")
         out.append((axes, int(size)))
@@ -34,11 +36,11 @@ def report_iou(job: object, chunks: int, say: object = print) -> list[float]:
     """The whole volume's IoU per class (evaluation's scores of the chunks' confusion matrices summed), printed and
     kept in the output's attributes, for the raw and the post-processed labels."""
     from segflow.evaluation.metrics import scores
-    from segflow.inference.chunked import POST, summed_confusion
+    from segflow.inference.chunked import summed_confusion
     from segflow.inference.stores import get_store
 
     kept = {}
-    for suffix in ("", POST) if job.post is not None else ("",):
+    for suffix in job.suffixes:
         ious = np.asarray(scores(summed_confusion(job, f"confusion{suffix}"))["iou_per_class"])
         kept[f"iou_per_class{suffix}"] = [None if np.isnan(v) else float(v) for v in ious]
         shown = ", ".join(f"{k}: {v:.4f}" for k, v in enumerate(ious) if not np.isnan(v))

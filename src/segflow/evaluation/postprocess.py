@@ -13,7 +13,7 @@ from segflow.config.schema import Config
 
 # Filter footprint per axis name, on (z, y, x); BiaPy accepts both orders of each pair.
 _FOOTPRINTS = {"z": (1, 0, 0), "yz": (1, 1, 0), "xy": (0, 1, 1), "zx": (1, 0, 1)}
-_CANONICAL = {"zy": "yz", "yx": "xy", "xz": "zx"}
+CANONICAL = {"zy": "yz", "yx": "xy", "xz": "zx"}  # BiaPy accepts both orders of each pair
 
 
 def median_filters(cfg: Config) -> list[tuple[str, int]]:
@@ -29,7 +29,7 @@ def median_filters(cfg: Config) -> list[tuple[str, int]]:
     if pp.YZ_FILTERING:
         out.append(("yz", pp.YZ_FILTERING_SIZE))
     if pp.MEDIAN_FILTER:
-        out += [(_CANONICAL.get(axis, axis), size) for axis, size in zip(pp.MEDIAN_FILTER_AXIS, pp.MEDIAN_FILTER_SIZE)]
+        out += [(CANONICAL.get(axis, axis), size) for axis, size in zip(pp.MEDIAN_FILTER_AXIS, pp.MEDIAN_FILTER_SIZE)]
     return list(dict.fromkeys(out))
 
 

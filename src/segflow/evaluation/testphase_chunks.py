@@ -10,7 +10,7 @@ from segflow.config.schema import Config
 from segflow.errors import SegflowError
 from segflow.evaluation.metrics import Scorer, chunk_score
 from segflow.evaluation.postprocess import chunk_filter, filter_halo, median_filters
-from segflow.inference.chunked import POST, Job, fingerprint, predict_volume, summed_confusion
+from segflow.inference.chunked import Job, predict_volume, summed_confusion
 from segflow.inference.predictor import Predictor
 from segflow.inference.stores import get_store
 from segflow.inference.volume_job import build_job
@@ -19,6 +19,19 @@ from segflow.io.paths import RunPaths
 
 STORES = {"Zarr": ("zarr", ".zarr"), "OME-Zarr": ("ome-zarr", ".ome.zarr"), "H5": ("h5", ".h5")}
 SUFFIXES = (".zarr", ".h5", ".hdf5", ".tif", ".tiff")
+
+
+def _stem(path: Path) -> str:
+    """The name a volume, its mask and its outputs share: the file name up to its first dot (``a.ome.zarr``: ``a``)."""
+    return path.name.split(".")[0]
+
+
+def _inner(cfg: Config) -> tuple[str | None, str | None]:
+    """The image's and the mask's arrays inside each test file (INPUT_ZARR_MULTIPLE_DATA), else None: their one array."""
+    bc = cfg.TEST.BY_CHUNKS
+    if not bc.INPUT_ZARR_MULTIPLE_DATA:
+        return None, None
+    return bc.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH, bc.INPUT_ZARR_MULTIPLE_DATA_GT_PATH
 
 
 def test_volumes(cfg: Config) -> list[tuple[Path, Path | None]]:
@@ -37,13 +50,13 @@ def test_volumes(cfg: Config) -> list[tuple[Path, Path | None]]:
         if not bc.INPUT_ZARR_MULTIPLE_DATA_GT_PATH:
             raise SegflowError("TEST.BY_CHUNKS.INPUT_ZARR_MULTIPLE_DATA_GT_PATH: empty; give the mask's array inside each file, or set DATA.TEST.LOAD_GT false")
         return [(v, v) for v in volumes]
-    masks = {p.name.split(".")[0]: p for p in Path(t.GT_PATH).iterdir()} if Path(t.GT_PATH).is_dir() else {}
+    masks = {_stem(p): p for p in Path(t.GT_PATH).iterdir()} if Path(t.GT_PATH).is_dir() else {}
     if Path(t.GT_PATH).name.lower().endswith(SUFFIXES) and len(volumes) == 1:
-        masks = {volumes[0].name.split(".")[0]: Path(t.GT_PATH)}
-    missing = [v.name for v in volumes if v.name.split(".")[0] not in masks]
+        masks = {_stem(volumes[0]): Path(t.GT_PATH)}
+    missing = [v.name for v in volumes if _stem(v) not in masks]
     if missing:
         raise SegflowError(f"DATA.TEST.GT_PATH {t.GT_PATH}: no mask named like {missing[0]}; give one mask per volume, or set DATA.TEST.LOAD_GT false")
-    return [(v, masks[v.name.split(".")[0]]) for v in volumes]
+    return [(v, masks[_stem(v)]) for v in volumes]
 
 
 def check_test_volumes(cfg: Config) -> list[tuple[Path, tuple[int, ...]]]:
@@ -52,8 +65,7 @@ def check_test_volumes(cfg: Config) -> list[tuple[Path, tuple[int, ...]]]:
     from segflow.inference.volume_job import container_source, open_truth
 
     bc = cfg.TEST.BY_CHUNKS
-    raw = bc.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH if bc.INPUT_ZARR_MULTIPLE_DATA else None
-    gt = bc.INPUT_ZARR_MULTIPLE_DATA_GT_PATH if bc.INPUT_ZARR_MULTIPLE_DATA else None
+    raw, gt = _inner(cfg)
     shapes = []
     for src, mask in test_volumes(cfg):
         image = container_source(src, "DATA.TEST.PATH").lazy_array(cfg, src, raw, bc.INPUT_IMG_AXES_ORDER, "TEST.BY_CHUNKS.INPUT_IMG_AXES_ORDER", True)
@@ -69,11 +81,11 @@ def check_test_volumes(cfg: Config) -> list[tuple[Path, tuple[int, ...]]]:
 def _job(cfg: Config, checkpoint: str, device: str, src: Path, mask: Path | None, out: Path, store: str, model_cfg: Config) -> Job:
     bc = cfg.TEST.BY_CHUNKS
     filters = median_filters(cfg)
-    multiple = bc.INPUT_ZARR_MULTIPLE_DATA
-    truth = None if mask is None else (mask, bc.INPUT_ZARR_MULTIPLE_DATA_GT_PATH if multiple else None, bc.INPUT_MASK_AXES_ORDER)
+    raw, gt = _inner(cfg)
+    truth = None if mask is None else (mask, gt, bc.INPUT_MASK_AXES_ORDER)
     chunk = ",".join(map(str, bc.CHUNK_SIZE)) or None
     return build_job(
-        checkpoint, device, src, bc.INPUT_ZARR_MULTIPLE_DATA_RAW_PATH if multiple else None, bc.INPUT_IMG_AXES_ORDER, out, store, chunk,
+        checkpoint, device, src, raw, bc.INPUT_IMG_AXES_ORDER, out, store, chunk,
         {"dtype": "float32", "tta": cfg.TEST.AUGMENTATION}, truth=truth, score=chunk_score(model_cfg),
         post=chunk_filter(filters, model_cfg.ndim), halo=filter_halo(filters, model_cfg.ndim),
     )  # fmt: skip
@@ -87,24 +99,22 @@ def run_test_by_chunks(cfg: Config, paths: RunPaths, predictor: Predictor, check
     store, suffix = STORES[bc.FORMAT]
     modes: dict[str, Scorer] = {}
     for n, (src, mask) in enumerate(test_volumes(cfg), 1):
-        out = paths.per_image() / f"{src.name.split('.')[0]}{suffix}"
+        out = paths.per_image() / f"{_stem(src)}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         job = _job(cfg, checkpoint, str(predictor.device), src, mask, out, store, predictor.cfg)
-        stale = out.exists() and get_store(store).attrs(str(out)).get("fingerprint") != fingerprint(job)
         print(f"[by chunks] test volume {n}: {src.name} {job.spatial} in chunks of {job.chunk} into {out}")
-        predict_volume(job, scheduler=bc.SCHEDULER or None, workers=bc.WORKERS or None, overwrite=stale, key="TEST.BY_CHUNKS.SCHEDULER")
+        predict_volume(job, scheduler=bc.SCHEDULER or None, workers=bc.WORKERS or None, key="TEST.BY_CHUNKS.SCHEDULER", replace_stale=True)
         if bc.SAVE_OUT_TIF:
             _save_tifs(job, paths, src)
-        for suffix_ in ("", POST) if job.post is not None else ("",):
-            if job.truth is not None:
-                mode = "by chunks" + (" - post-processing" if suffix_ else "")
-                modes.setdefault(mode, Scorer(predictor.cfg)).add_confusion(src.name, summed_confusion(job, f"confusion{suffix_}"))
+        for kind in job.suffixes if job.truth is not None else ():
+            mode = "by chunks" + (" - post-processing" if kind else "")
+            modes.setdefault(mode, Scorer(predictor.cfg)).add_confusion(src.name, summed_confusion(job, f"confusion{kind}"))
     return modes
 
 
 def _save_tifs(job: Job, paths: RunPaths, src: Path) -> None:
     """The probabilities into ``per_image/NAME.tif`` and the labels into ``per_image_binarized/NAME.tif``, page by page."""
-    store, name = get_store(job.store), f"{src.name.split('.')[0]}.tif"
+    store, name = get_store(job.store), f"{_stem(src)}.tif"
     write_tiff_slabs(paths.per_image() / name, store.read(job.output, "probabilities"), channels=True)
     if job.labels:
         paths.per_image("_binarized").mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,11 @@ class Job:
     voxel_size: tuple[float, ...] | None = None  # of the input, (z, y, x) or (y, x): written with the output
 
     @property
+    def suffixes(self) -> tuple[str, ...]:
+        """Of the arrays and scores written: ``""`` (as predicted) and, with post-processing, ``POST``."""
+        return ("", POST) if self.post is not None else ("",)
+
+    @property
     def spatial(self) -> tuple[int, ...]:
         """The volume's spatial shape."""
         return tuple(self.image.shape[:-1])
@@ -66,9 +71,9 @@ class Job:
     def layout(self, channels: int) -> Layout:
         """The output's arrays for a network of ``channels`` activated outputs."""
         kinds = ["probabilities", "labels"] if self.labels else ["probabilities"]
-        suffixes = ["", POST] if self.post is not None else [""]
-        scores = [f"confusion{s}" for s in suffixes] if self.truth is not None else []
-        return Layout(self.spatial, self.chunk, channels, self.dtype, tuple(k + s for s in suffixes for k in kinds), tuple(scores), self.n_classes)
+        scores = [f"confusion{s}" for s in self.suffixes] if self.truth is not None else []
+        arrays = tuple(k + s for s in self.suffixes for k in kinds)
+        return Layout(self.spatial, self.chunk, channels, self.dtype, arrays, tuple(scores), self.n_classes)
 
 
 def _describe(fn: Callable | None) -> str | None:
@@ -110,8 +115,8 @@ def predict_chunk(job: Job, index: tuple[int, ...]) -> tuple[int, ...]:
     keep = inside(core, grown)
     outputs: dict[str, np.ndarray] = {}
     confusions: dict[str, np.ndarray] = {}
-    for suffix, values in [("", probs)] + ([(POST, job.post(probs))] if job.post is not None else []):
-        values = values[keep]
+    for suffix in job.suffixes:
+        values = (job.post(probs) if suffix else probs)[keep]
         outputs[f"probabilities{suffix}"] = np.moveaxis(values, -1, 0).astype(job.dtype, copy=False)
         if job.labels:
             labels = predictor.labels(values)
@@ -122,12 +127,14 @@ def predict_chunk(job: Job, index: tuple[int, ...]) -> tuple[int, ...]:
     return index
 
 
-def open_output(job: Job, layout: Layout, digest: str, overwrite: bool) -> np.ndarray:
+def open_output(job: Job, layout: Layout, digest: str, overwrite: bool, replace_stale: bool = False) -> np.ndarray:
     """Make the output of ``job``, or take the one a run with the same fingerprint left (resumed), or with
-    ``overwrite`` make it anew; anything else there is refused, naming what differs. Returns its ``done`` flags."""
+    ``overwrite`` make it anew; anything else there is refused, naming what differs (with ``replace_stale``, a
+    segflow output of another model or options is made anew). Returns its ``done`` flags."""
     store, path = get_store(job.store), Path(job.output)
+    meta = store.attrs(job.output) if path.exists() else {}
+    overwrite = overwrite or (replace_stale and meta.get("format") == FORMAT and meta.get("fingerprint") != digest)
     if path.exists() and not overwrite:
-        meta = store.attrs(job.output)
         if meta.get("format") != FORMAT:
             raise SegflowError(
                 f"{path}: exists and is not a segflow chunked prediction (or cannot be read: a run killed while writing "
@@ -187,11 +194,11 @@ def default_workers(device: str) -> int:
 
 def predict_volume(
     job: Job, scheduler: str | None = None, workers: int | None = None, overwrite: bool = False, say: Callable[[str], None] = print,
-    key: str = "--scheduler",
+    key: str = "--scheduler", replace_stale: bool = False,
 ) -> Path:  # fmt: skip
     """Predict ``job.image`` into the output ``job.output``, chunk by chunk, skipping the chunks a killed run of
-    the same command wrote (``workers`` None: ``default_workers``; ``key`` names ``scheduler`` in errors); returns
-    the output's path."""
+    the same command wrote (``workers`` None: ``default_workers``; ``key`` names ``scheduler`` in errors;
+    ``replace_stale``: see ``open_output``); returns the output's path."""
     workers = workers or default_workers(job.device)
     store = get_store(job.store)
     if scheduler and not store.many_processes:
@@ -201,7 +208,7 @@ def predict_volume(
     from segflow.encodings import get_encoding
 
     layout = job.layout(get_encoding(predictor.cfg).out_channels())  # what the network's activated output holds
-    done = open_output(job, layout, fingerprint(job), overwrite)
+    done = open_output(job, layout, fingerprint(job), overwrite, replace_stale)
     todo = [i for i in cores(job.spatial, job.chunk) if not done[i]]
     if done.any():
         say(f"{job.output}: {int(done.sum())} of {done.size} chunks were written by an earlier run; predicting the other {len(todo)}")
