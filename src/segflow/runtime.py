@@ -68,6 +68,17 @@ def detect_launch(env: Mapping[str, str] = os.environ) -> Launch:
     return Launch("single")
 
 
+def launch_part(env: Mapping[str, str] = os.environ) -> tuple[int, int, int]:
+    """``(part, parts, local rank)`` of work split over the processes torchrun or srun started (nnU-Net's
+    ``-part_id/-num_parts``, automatic): this process takes items ``part::parts``; ``(0, 1, 0)`` otherwise."""
+    launch = detect_launch(env)
+    if launch.launcher == "torchrun":
+        return int(env.get("RANK", "0")), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
+    if launch.launcher == "slurm":
+        return int(env.get("SLURM_PROCID", "0")), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0"))
+    return 0, 1, 0
+
+
 def is_rank_zero() -> bool:
     """Whether this process writes the run's files: the only one, or rank 0 of a distributed run."""
     return detect_launch().rank_zero
@@ -95,6 +106,19 @@ def distributed_world() -> int:
     return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
 
 
+def synchronize() -> None:
+    """Wait for every process of a distributed (DDP) run here; nothing otherwise."""
+    if distributed_world() > 1:
+        torch.distributed.barrier()
+
+
+def rank_device(accelerator: str, devices: list[int] | int) -> str:
+    """``torch_device`` for this process: in a DDP run on GPUs the one Lightning gave its rank."""
+    if accelerator == "gpu" and distributed_world() > 1:
+        return f"cuda:{torch.cuda.current_device()}"
+    return torch_device(accelerator, devices)
+
+
 def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int] | int]:
     """Lightning's ``accelerator`` and ``devices`` from ``--gpu`` (``0``, ``0,1`` or ``cpu``) and SYSTEM.DEVICE."""
     if gpu is None:
@@ -115,9 +139,10 @@ def resolve_devices(gpu: str | None, system_device: str) -> tuple[str, list[int]
     return "gpu", ids
 
 
-def torch_device(accelerator: str, devices: list[int] | int) -> str:
-    """The torch device for ``resolve_devices``'s result: the first chosen GPU (``cuda:N``), else ``cpu``."""
-    return f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu"
+def torch_device(accelerator: str, devices: list[int] | int, local_rank: int = 0) -> str:
+    """The torch device for ``resolve_devices``'s result: on a GPU ``cuda:N``, the chosen GPU of this process's
+    ``local_rank`` (the first GPU alone; one each when torchrun or srun started a process per GPU), else ``cpu``."""
+    return f"cuda:{devices[local_rank % len(devices)]}" if accelerator == "gpu" else "cpu"
 
 
 def precision(cfg: Config, accelerator: str) -> str:

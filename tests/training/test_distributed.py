@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 from conftest import tiny_config, write_yaml
 
 from segflow.app.cli import main
@@ -69,6 +71,25 @@ def single(tmp_path_factory, data2d) -> tuple[Path, str]:
     return root, "one"
 
 
+def _metrics(root: Path, name: str) -> list[dict[str, str]]:
+    with open(root / name / "results" / f"{name}_1" / "test_metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _same_test(out: str, root: Path, name: str, single: tuple[Path, str]) -> None:
+    """Each of the 2 processes predicted 1 of the 2 test images (rank 0 says it took img_000 alone) and wrote it;
+    rank 0 wrote the metrics of both, rows in the single process's order, IoU within 0.01."""
+    assert "test image 1/1 img_000.tif" in out and "test image 1/2" not in out, out
+    run = root / name / "results" / f"{name}_1"
+    assert sorted(p.name for p in (run / "per_image_binarized").iterdir()) == ["img_000.tif", "img_001.tif"]
+    ours, theirs = _metrics(root, name), _metrics(*single)
+    assert [(r["mode"], r["image"]) for r in ours] == [(r["mode"], r["image"]) for r in theirs]
+    assert any(r["image"] == "img_001.tif" for r in ours)
+    for x, y in zip(ours, theirs):
+        for key in ("foreground_iou", "mean_iou"):
+            assert float(x[key]) == pytest.approx(float(y[key]), abs=0.01), (key, x, y)
+
+
 def _same_training(a: list[dict], b: list[dict]) -> None:
     """The same curve, epoch by epoch: losses within 0.1 %, IoU within 0.01. Each step trains on the same patches
     and the gradients are all-reduced over 2 ranks: float sums in another order (measured: losses 1e-5 apart, the
@@ -89,6 +110,7 @@ def test_two_cpu_processes_train_as_one_with_twice_the_batch(single, data2d, tmp
     assert "2 processes (DDP) x TRAIN.BATCH_SIZE 2 = 4 patches a step" in r.stdout
     _written_once(r.stdout, tmp_path, "ddp")
     _same_training(_log(tmp_path, "ddp"), _log(*single))
+    _same_test(r.stdout, tmp_path, "ddp", single)
 
 
 def test_torchrun_two_processes_and_two_nodes(single, data2d, tmp_path) -> None:
@@ -100,6 +122,7 @@ def test_torchrun_two_processes_and_two_nodes(single, data2d, tmp_path) -> None:
     assert one.returncode == 0, one.stderr
     _written_once(one.stdout, tmp_path, "tr")
     _same_training(_log(tmp_path, "tr"), _log(*single))
+    _same_test(one.stdout, tmp_path, "tr", single)
     port = str(_free_port())
     nodes = [[*torchrun, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(n), "--master_addr", "127.0.0.1",
               "--master_port", port, *run, "--name", "nodes"] for n in (0, 1)]  # fmt: skip
@@ -137,3 +160,33 @@ def test_the_sbatch_script_s_srun_line_trains_with_slurm_s_variables(single, dat
     _same_training(_log(tmp_path, "sl"), _log(*single))
     code, _, err = cli("slurm", "--config", tmp_path / "nope.yaml")
     assert code == 2 and "--config " in err and "no such config file" in err
+
+
+def test_torchrun_splits_a_folder_s_prediction_between_processes(checkpoint, data2d, tmp_path, cli) -> None:
+    """Each of 2 torchrun processes predicts its share of the images (by rank), and the folder holds what one
+    process writes alone."""
+    code, _, err = cli("predict", checkpoint, "--input-dir", data2d / "test" / "x", "--output-dir", tmp_path / "one", "--gpu", "cpu")
+    assert code == 0, err
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "segflow", "predict",
+           str(checkpoint), "--input-dir", str(data2d / "test" / "x"), "--output-dir", str(tmp_path / "two"), "--gpu", "cpu"]  # fmt: skip
+    (r,) = _launch([cmd], tmp_path)
+    assert r.returncode == 0, r.stderr
+    for part in (1, 2):  # torchrun's output carries both processes' lines
+        assert f"Wrote 1 prediction(s) (process {part} of 2: 1 of 2)" in r.stdout, r.stdout
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir()) == ["img_000.tif", "img_001.tif"]
+    for name in names:
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "two" / name), tifffile.imread(tmp_path / "one" / name))
+
+
+def test_launch_part_and_device_follow_the_launcher() -> None:
+    from segflow.runtime import launch_part, torch_device
+
+    torchrun = {"LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "8", "RANK": "5", "LOCAL_RANK": "1"}
+    assert launch_part(torchrun) == (5, 8, 1)
+    srun = {"SLURM_NTASKS": "4", "SLURM_NNODES": "2", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_JOB_NAME": "segflow"}
+    assert launch_part(srun) == (3, 4, 1)
+    assert launch_part({"SLURM_NTASKS": "4", "SLURM_JOB_NAME": "bash"}) == (0, 1, 0)  # an interactive allocation
+    assert launch_part({}) == (0, 1, 0)
+    assert torch_device("gpu", [0, 1], local_rank=1) == "cuda:1" and torch_device("gpu", [2], local_rank=1) == "cuda:2"
+    assert torch_device("cpu", 1, local_rank=1) == "cpu"

@@ -35,8 +35,12 @@ def predict_images(
     its suffix names: ``.tif``/``.tiff`` (ImageJ TIFF), ``.npy``, or for 2D labels ``.png`` (grayscale
     class ids); a folder's outputs are TIFFs named after the inputs. Every argument, input and output
     path is checked before the model is loaded, and nothing is written before every check has passed.
+    Under torchrun or srun each process predicts its share of the images (every Nth, by rank) on its own
+    GPU (by local rank) and returns what it wrote; no process group is needed.
     """
-    from segflow.runtime import resolve_devices, torch_device
+    import torch
+
+    from segflow.runtime import launch_part, resolve_devices, torch_device
 
     if (image is None) == (input_dir is None):
         raise SegflowError("segflow predict: give either IMAGE or --input-dir DIR (with --output-dir DIR)")
@@ -53,13 +57,17 @@ def predict_images(
     jobs = _jobs(image, output, input_dir, output_dir)
     if output is not None:  # the default names and a folder's outputs are .tif, which holds anything
         check_output_suffix(output, labels=not probabilities)
+    part, parts, local_rank = launch_part()
+    if gpu is None and parts > 1 and torch.cuda.device_count() > 1:
+        gpu = ",".join(map(str, range(torch.cuda.device_count())))  # under torchrun/srun: one GPU per process
     accelerator, devices = resolve_devices(gpu, "auto")
-    predictor = Predictor.from_checkpoint(model, torch_device(accelerator, devices))
+    predictor = Predictor.from_checkpoint(model, torch_device(accelerator, devices, local_rank))
     cfg = predictor.cfg
     if output is not None:  # now the model's dimensionality, and whether it gives labels at all, are known
         check_output_suffix(output, labels=not probabilities and get_encoding(cfg).score_classes() > 0, ndim=cfg.ndim)
+    mine = jobs[part::parts]  # under torchrun or srun each process predicts its share, and writes only that
     written = []
-    for src, dst in each_image(jobs, "predict image", lambda job: job[0].name) if len(jobs) > 1 else jobs:
+    for src, dst in each_image(mine, "predict image", lambda job: job[0].name) if len(jobs) > 1 else mine:
         raw = read_image(src, cfg.ndim, cfg.in_channels, expect=predictor.expects())
         probs = predictor.predict(
             raw,
@@ -73,7 +81,9 @@ def predict_images(
         # Without labels (probabilities asked for, or a regression model) the float values are the output.
         write_output(dst, probs.astype(np.float32, copy=False) if labels is None else labels, cfg.ndim, reference=src)
         written.append(dst)
-    print(f"Wrote {len(written)} prediction(s): {written[0] if len(written) == 1 else Path(output_dir)}")
+    where = jobs[0][1] if len(jobs) == 1 else Path(output_dir)
+    share = f" (process {part + 1} of {parts}: {len(written)} of {len(jobs)})" if parts > 1 else ""
+    print(f"Wrote {len(written)} prediction(s){share}: {where}")
     return written
 
 

@@ -162,7 +162,7 @@ def run(
     from segflow.evaluation.testphase import run_test
     from segflow.inference.predictor import Predictor
     from segflow.report.charts import Charts
-    from segflow.runtime import is_rank_zero, resolve_devices, torch_device
+    from segflow.runtime import is_rank_zero, rank_device, resolve_devices, synchronize
     from segflow.training.runstate import write_config_copy
     from segflow.training.trainer import train
 
@@ -185,12 +185,12 @@ def run(
         checkpoint = train(cfg, paths, gpu, data=data, resume=resume, callbacks=[Charts(paths)])
     elif cfg.TRAIN.ENABLE:
         print(f"Training of run {paths.job} already finished (use --overwrite to train again, --resume to train further)")
-    if not writer:
-        return {}
     result: dict = {}
-    if cfg.TEST.ENABLE:
-        result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, torch_device(accelerator, devices)), str(checkpoint))
-    print(f"FINISHED JOB {paths.job}: results in {paths.run}, checkpoints in {paths.checkpoints}")
+    if cfg.TEST.ENABLE:  # in a DDP run on every process: each predicts its share of the test images
+        synchronize()  # rank 0's last checkpoint is whole before any process loads it
+        result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, rank_device(accelerator, devices)), str(checkpoint))
+    if writer:
+        print(f"FINISHED JOB {paths.job}: results in {paths.run}, checkpoints in {paths.checkpoints}")
     return result
 
 

@@ -27,12 +27,14 @@ from segflow.evaluation.postprocess import (
     filters_for,
     median_filters,
 )
+from segflow.evaluation.ranks import gather, share
 from segflow.inference.predictor import Predictor
 from segflow.io.atomic import atomic_write_text
 from segflow.io.formats import write_tiff
 from segflow.io.images import label_style, write_output
 from segflow.io.paths import RunPaths
 from segflow.progress import each_image
+from segflow.runtime import is_rank_zero
 
 
 def _fmt(v: float | None) -> str:
@@ -90,6 +92,9 @@ class Recorder:
 def run_test(cfg: Config, paths: RunPaths, predictor: Predictor, checkpoint: str | None = None) -> dict:
     """Predict ``DATA.TEST.PATH`` as the config says (by chunks with ``TEST.BY_CHUNKS.ENABLE``: ``checkpoint`` is
     then the model's file, which each chunk worker loads); return the scores of each mode (empty without masks)."""
+    stack = cfg.TEST.ANALIZE_2D_IMGS_AS_3D_STACK and predictor.cfg.ndim == 2
+    if (cfg.TEST.BY_CHUNKS.ENABLE or stack) and not is_rank_zero():
+        return {}  # in a DDP run rank 0 alone predicts volumes by chunks (its workers share them) and 3D stacks
     if cfg.TEST.BY_CHUNKS.ENABLE:
         from segflow.evaluation.testphase_chunks import run_test_by_chunks
 
@@ -102,14 +107,15 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor, checkpoint: str
     tta = cfg.TEST.AUGMENTATION
     filters = median_filters(cfg)
     image_filters = filters_for(filters, ndim)  # in 2D, the z filters wait for the stack
-    stack = cfg.TEST.ANALIZE_2D_IMGS_AS_3D_STACK and ndim == 2
     rec = Recorder(cfg, predictor, paths)
     pairs = list_pairs(t.PATH, t.GT_PATH if t.LOAD_GT else None, "test")
     patches = Scorer(predictor.cfg)
     stacked: list[tuple[np.ndarray, np.ndarray | None]] = []
 
     rules = get_encoding(predictor.cfg) if t.CHECK_DATA else None
-    for src, mask_path in each_image(pairs, "test image", lambda pair: pair[0].name):
+    # In a DDP run each process predicts and writes its share; a 3D stack needs every image in one process.
+    mine = pairs if stack else share(pairs)
+    for src, mask_path in each_image(mine, "test image", lambda pair: pair[0].name):
         image, mask = read_pair(predictor.cfg, src, mask_path, "test", rules)
         probs = predictor.predict(image, tta=tta, progress=True, source=src)
         rec.emit("merge patches", paths.per_image(), paths.per_image("_binarized"), src, probs, mask, ndim, mask_path)
@@ -129,7 +135,8 @@ def run_test(cfg: Config, paths: RunPaths, predictor: Predictor, checkpoint: str
     if stacked:
         _as_3d_stack(stacked, pairs[0][0], filters, rec)
     modes = {"per patch": patches, **rec.modes} if patches.rows else rec.modes
-    return report(modes, paths, paths.per_image(), len(pairs))
+    modes = modes if stack else gather(modes, [src.name for src, _ in pairs], predictor.cfg)
+    return {} if modes is None else report(modes, paths, paths.per_image(), len(pairs))
 
 
 def report(modes: dict[str, Scorer], paths: RunPaths, where: Path, images: int | None = None) -> dict:
