@@ -121,7 +121,7 @@ def test_median_filters_by_chunks_give_the_whole_volume_filtered(model3d, volume
 
 def test_a_full_disk_part_way_is_one_line_and_the_same_command_then_finishes(model3d, volume, tmp_path, monkeypatch) -> None:
     reference = _job(model3d, volume, tmp_path / "ref.zarr")
-    chunked.predict_volume(reference, say=lambda s: None)
+    chunked.predict_volume(reference, workers=1, say=lambda s: None)  # one worker throughout, as in test_chunked
     real, calls = ZarrStore.write, []
 
     def fills_the_disk(self, path, index, core, outputs, confusions):
@@ -137,7 +137,7 @@ def test_a_full_disk_part_way_is_one_line_and_the_same_command_then_finishes(mod
         chunked.predict_volume(job, workers=1, say=lambda s: None)
     monkeypatch.setattr(ZarrStore, "write", real)
     lines: list[str] = []
-    chunked.predict_volume(job, say=lines.append)
+    chunked.predict_volume(job, workers=1, say=lines.append)
     assert lines[0].endswith("2 of 27 chunks were written by an earlier run; predicting the other 25")
     for a, b in zip(_arrays(job, "probabilities", "labels"), _arrays(reference, "probabilities", "labels")):
         np.testing.assert_array_equal(a, b)
@@ -145,7 +145,7 @@ def test_a_full_disk_part_way_is_one_line_and_the_same_command_then_finishes(mod
 
 def test_an_hdf5_output_killed_part_way_is_finished_and_not_sent_to_a_cluster(model3d, volume, tmp_path, monkeypatch) -> None:
     reference = _job(model3d, volume, tmp_path / "ref.h5", "h5")
-    chunked.predict_volume(reference, say=lambda s: None)
+    chunked.predict_volume(reference, workers=1, say=lambda s: None)
     job = replace(reference, output=str(tmp_path / "out.h5"))
     real, calls = chunked.predict_chunk, []
 
@@ -160,7 +160,7 @@ def test_an_hdf5_output_killed_part_way_is_finished_and_not_sent_to_a_cluster(mo
         chunked.predict_volume(job, workers=1, say=lambda s: None)
     monkeypatch.setattr(chunked, "predict_chunk", real)
     assert _arrays(job, "done")[0].sum() == 4
-    chunked.predict_volume(job, say=lambda s: None)
+    chunked.predict_volume(job, workers=1, say=lambda s: None)
     for a, b in zip(_arrays(job, "probabilities", "labels"), _arrays(reference, "probabilities", "labels")):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(SegflowError, match=r"^--scheduler tcp://127.0.0.1:9: an h5 output is written by one process; write Zarr or OME-Zarr"):

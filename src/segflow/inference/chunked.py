@@ -18,10 +18,12 @@ import functools
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -171,6 +173,7 @@ def run_tasks(
         from distributed import Client, as_completed
 
         try:
+            _listening(scheduler)
             client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise SegflowError(f"{key} {scheduler}: no dask scheduler answers there ({exc}); start one, or leave --scheduler out to use this machine") from None
@@ -184,6 +187,14 @@ def run_tasks(
     done = iter(range(1, len(tasks) + 1))
     with Callback(posttask=lambda key, result, dsk, state, worker: said(next(done)) if str(key).startswith("predict_chunk") else None):
         dask.compute(*tasks, scheduler="threads", num_workers=workers)
+
+
+def _listening(scheduler: str) -> None:
+    """Raise ``OSError`` at once when nothing listens at a ``tcp://host:port`` address: dask's client would retry
+    a refused connection until its timeout, 10 s of waiting for an answer that is already known."""
+    address = urlsplit(scheduler)
+    if address.scheme == "tcp" and address.hostname and address.port:
+        socket.create_connection((address.hostname, address.port), timeout=10).close()
 
 
 def default_workers(device: str) -> int:
