@@ -42,6 +42,8 @@ class Ctx:
         self.checkpoint = self.results / "job" / "checkpoints" / "job_1-checkpoint-best.pth"
         self.vars: dict[str, str] = {"tmp": str(tmp), "results": str(self.results), "checkpoint": str(self.checkpoint)}
         self.cleanup: list[Callable[[], None]] = []
+        self.env: dict[str, str] = {}  # a subprocess case's environment variables
+        self.keep: list[object] = []  # what must live as long as the case (a socket holding a port)
 
     def own_data(self, ndim: int = 2) -> Path:
         """A private copy of the session dataset, safe to damage."""
@@ -392,6 +394,29 @@ def _stack_of_mixed_sizes(c: Ctx) -> list[str]:
     for folder in ("x", "y"):
         tifffile.imwrite(data / f"test/{folder}/img_001.tif", np.zeros((48, 64), np.uint8))
     return c.run(c.config(data, TEST={"ANALIZE_2D_IMGS_AS_3D_STACK": True}))
+
+
+def _two_machines(c: Ctx, port_in_use: bool) -> list[str]:
+    """SYSTEM.NUM_NODES 2 started on machine 0 alone, at a free port or at one that a socket holds."""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    if port_in_use:
+        held.listen()
+        c.keep.append(held)
+    else:
+        held.close()
+    c.env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK="0")
+    c.vars["port"] = str(port)
+    return c.run(c.config(SYSTEM={"NUM_NODES": 2, "DIST_TIMEOUT": 2}))
+
+
+def _no_master_address(c: Ctx) -> list[str]:
+    for key in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
+        c.mp.delenv(key, raising=False)
+    return c.run(c.config(SYSTEM={"NUM_NODES": 2}))
 
 
 def _gpu_not_present(c: Ctx) -> list[str]:
@@ -1079,6 +1104,26 @@ CASES = [
         "use fewer processes or more training data",
     ),
     Case(
+        "nodes_without_master_address",
+        _no_master_address,
+        ("SYSTEM.NUM_NODES 2: set MASTER_ADDR, MASTER_PORT, NODE_RANK on every machine", "or launch with torchrun --nnodes or srun"),
+        "set MASTER_ADDR, MASTER_PORT and NODE_RANK on each machine, or use torchrun or srun",
+    ),
+    Case(
+        "rendezvous_timeout",
+        lambda c: _two_machines(c, port_in_use=False),
+        ("SYSTEM.DIST_TIMEOUT: only 1 of 2", "met at 127.0.0.1:{port} within", "start the same command on every machine"),
+        "start the command on every machine, check the address and port, or raise SYSTEM.DIST_TIMEOUT",
+        via="subprocess",
+    ),
+    Case(
+        "master_port_in_use",
+        lambda c: _two_machines(c, port_in_use=True),
+        ("MASTER_PORT {port}: the port is in use on this machine", "set MASTER_PORT to a free port"),
+        "set MASTER_PORT to a free port (the same on every machine)",
+        via="subprocess",
+    ),
+    Case(
         "test_volume_without_mask",
         _test_volumes_without_a_mask,
         ("DATA.TEST.GT_PATH {tmp}/vy: no mask named like b.zarr", "or set DATA.TEST.LOAD_GT false"),
@@ -1124,8 +1169,9 @@ def _snapshot(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() if os.access(p, os.R_OK) else b"<unreadable>" for p in folder.rglob("*") if p.is_file()}
 
 
-def _segflow_process(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "segflow.app.cli", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _segflow_process(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "segflow.app.cli", *args], cwd=cwd, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -1137,7 +1183,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory, data2d: Path, data3d: Pat
             tmp = tmp_path_factory.mktemp(case.id)
             ctx = Ctx(tmp, None, data2d, data3d, prior)
             args = case.build(ctx)
-            out[case.id] = (ctx, _snapshot(tmp), _segflow_process(args, tmp))
+            out[case.id] = (ctx, _snapshot(tmp), _segflow_process(args, tmp, ctx.env))
     yield out
     for _, _, proc in out.values():  # cases deselected with -k: their processes are not needed
         if proc.poll() is None:

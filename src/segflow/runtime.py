@@ -96,6 +96,16 @@ def trainer_layout(accelerator: str, devices: list[int] | int, processes: int, n
     return devices, nodes, "ddp" if count * nodes > 1 else "auto"
 
 
+def spawn_layout(accelerator: str, devices: list[int] | int, processes: int, nodes: int) -> tuple[int, int] | None:
+    """``(processes on this machine, machines)`` that segflow starts itself (``app/spawn.py``): one per GPU of
+    ``--gpu 0,1``, or SYSTEM.NUM_PROCESSES on the CPU, on SYSTEM.NUM_NODES machines; None for one process, and in a
+    process that a launcher (torchrun, srun, segflow's own) started."""
+    if detect_launch().launcher != "single":
+        return None
+    per_node = len(devices) if isinstance(devices, list) else processes if accelerator == "cpu" else 1
+    return (per_node, nodes) if per_node * nodes > 1 else None
+
+
 def distributed_rank() -> int:
     """This process's rank in a distributed (DDP) run; 0 otherwise."""
     return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0

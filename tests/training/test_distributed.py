@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+import torch
 from conftest import tiny_config, write_yaml
 
 from segflow.app.cli import main
@@ -102,15 +106,66 @@ def _same_training(a: list[dict], b: list[dict]) -> None:
             assert x[key] == pytest.approx(y[key], abs=0.01), (key, x, y)
 
 
-def test_two_cpu_processes_train_as_one_with_twice_the_batch(single, data2d, tmp_path) -> None:
-    cmd = [sys.executable, "-m", "segflow", "run", "--config", str(_config(tmp_path, data2d, 2)), "--result_dir", str(tmp_path),
-           "--name", "ddp", "--gpu", "cpu", "-D", "SYSTEM.NUM_PROCESSES=2"]  # fmt: skip
-    (r,) = _launch([cmd], tmp_path)
+def _spawned(root: Path, config: Path) -> list[str]:
+    """``segflow run`` of 2 CPU processes that segflow starts itself (SYSTEM.NUM_PROCESSES)."""
+    return [sys.executable, "-m", "segflow", "run", "--config", str(config), "--result_dir", str(root), "--name", "ddp",
+            "--gpu", "cpu", "-D", "SYSTEM.NUM_PROCESSES=2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory, data2d) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """The run of ``_spawned``, uninterrupted: ``(result dir, config, its process)``."""
+    root = tmp_path_factory.mktemp("spawned")
+    config = _config(root, data2d, 2)
+    (r,) = _launch([_spawned(root, config)], root)
+    return root, config, r
+
+
+def test_two_cpu_processes_train_as_one_with_twice_the_batch(single, spawned) -> None:
+    root, _, r = spawned
     assert r.returncode == 0, r.stderr
     assert "2 processes (DDP) x TRAIN.BATCH_SIZE 2 = 4 patches a step" in r.stdout
-    _written_once(r.stdout, tmp_path, "ddp")
-    _same_training(_log(tmp_path, "ddp"), _log(*single))
-    _same_test(r.stdout, tmp_path, "ddp", single)
+    _written_once(r.stdout, root, "ddp")
+    _same_training(_log(root, "ddp"), _log(*single))
+    _same_test(r.stdout, root, "ddp", single)
+
+
+def _kill_rank_one(proc: subprocess.Popen, checkpoint: Path) -> None:
+    """SIGKILL the process of local rank 1 among ``proc``'s children once ``checkpoint`` exists (epoch 1 ended)."""
+    while not checkpoint.is_file():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+        if b"LOCAL_RANK=1" in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+            os.kill(int(child), signal.SIGKILL)
+            return
+    raise AssertionError("no process of local rank 1")
+
+
+def test_a_killed_process_ends_the_run_in_one_line_and_the_same_command_resumes_exactly(spawned, tmp_path) -> None:
+    """SIGKILL of one of the 2 processes after epoch 1: the run stops, segflow says which process and where the same
+    command goes on; that command finishes with the uninterrupted run's weights, bit for bit (each epoch's draws are
+    seeded by (seed, epoch, rank), the optimizer state is in the checkpoint)."""
+    root, config, _ = spawned
+    command, env = _spawned(tmp_path, config), {**os.environ, "OMP_NUM_THREADS": "1"}
+    last = tmp_path / "ddp" / "checkpoints" / "ddp_1-checkpoint-last.pth"
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _kill_rank_one(proc, last)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("segflow")]
+    assert len(lines) == 1, err
+    assert re.fullmatch(r"segflow: error: process 1 of 2 was killed \(SIGKILL\), so the others were stopped; nothing written was lost: "
+                        r"run the same command again to (resume the training from .*ddp_1-checkpoint-last\.pth \([12] epoch\(s\) done\)"
+                        r"|test the trained model \(training had finished\))", lines[0]), lines[0]  # fmt: skip
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "FINISHED JOB ddp_1" in again.stdout
+    ours = torch.load(last, map_location="cpu", weights_only=False)
+    theirs = torch.load(root / "ddp" / "checkpoints" / "ddp_1-checkpoint-last.pth", map_location="cpu", weights_only=False)
+    assert ours["epoch"] == theirs["epoch"] == EPOCHS - 1
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
 
 
 def test_torchrun_two_processes_and_two_nodes(single, data2d, tmp_path) -> None:

@@ -190,15 +190,29 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         line = _os_error_line(exc, args)
         if line is None:
-            raise  # any other OSError is a bug, not bad input: keep the traceback
+            return _distributed(exc)  # any other OSError is a bug, not bad input: keep the traceback
         print(f"segflow: error: {line}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError) as exc:
+    except (MemoryError, RuntimeError, SystemExit) as exc:  # SystemExit: Lightning's SIGTERMException
         if not _is_out_of_memory(exc):
-            raise
+            return _distributed(exc)
         print(f"segflow: error: {_memory_line(exc, args)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _distributed(exc: BaseException) -> int:
+    """Print the one line for a failure of a distributed run (another process lost, a rendezvous timeout, a port
+    in use) and return the exit code; re-raise any other error (a bug: keep its traceback)."""
+    from segflow.app.dist_errors import distributed_line
+
+    found = distributed_line(exc)
+    if found is None:
+        raise exc
+    line, code = found
+    if line:
+        print(f"segflow: error: {line}", file=sys.stderr)
+    return code
 
 
 _DISK_FULL = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import math
 import os
 import shutil
@@ -157,8 +159,45 @@ def run(
     A run that already has checkpoints continues where it stopped: an unfinished training resumes
     from its last checkpoint, a finished one goes straight to testing. ``overwrite`` starts afresh;
     ``resume_run`` insists on resuming (and trains further if TRAIN.EPOCHS was raised).
-    Everything is checked before anything is written.
+    Everything is checked before anything is written. Several processes on this machine (``--gpu 0,1``,
+    SYSTEM.NUM_PROCESSES) or machines (SYSTEM.NUM_NODES) are started here (``spawn``), each running this command;
+    then the scores are those of ``test_metrics.csv`` and the returned dict is empty.
     """
+    from segflow.app.spawn import spawn
+    from segflow.runtime import resolve_devices, spawn_layout
+    from segflow.training.datasets import make_datasets
+    from segflow.training.trainer import check_world
+
+    if overwrite and resume_run:
+        raise SegflowError("--overwrite and --resume contradict each other (train afresh, or continue); give one of them")
+    cfg, warnings = load_config(config_path, overrides)
+    accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)  # a wrong --gpu fails before any work
+    layout = spawn_layout(accelerator, devices, cfg.SYSTEM.NUM_PROCESSES, cfg.SYSTEM.NUM_NODES)
+    # When segflow starts the processes, this one only checks, silently: its processes say it all again.
+    with contextlib.redirect_stdout(io.StringIO()) if layout else contextlib.nullcontext():
+        print_warnings(warnings)
+        paths = RunPaths.checked(result_dir, name, str(run_id))
+        if not cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE:
+            raise SegflowError(f"{config_path}: TRAIN.ENABLE and TEST.ENABLE are both false; nothing to do")
+        check_outputs(paths)
+        train_now, resume, data, checkpoint = _plan(cfg, paths, overwrite, resume_run)
+        if layout and data is not None:
+            check_world(cfg, layout[0] * layout[1], len(make_datasets(cfg, data)[0]))
+    if layout:
+        del data  # each process reads its own
+        gpus = devices if isinstance(devices, list) and accelerator == "gpu" else None
+        flags = ["--config", str(config_path), "--result_dir", str(result_dir), "--name", name, "--run_id", str(run_id)]
+        flags += [*(a for o in overrides for a in ("-D", o)), *(["--overwrite"] if overwrite else []), *(["--resume"] if resume_run else [])]
+        # Each process sees its GPU of --gpu as GPU <local rank> (spawn sets CUDA_VISIBLE_DEVICES).
+        flags += ["--gpu", ",".join(str(i) for i in range(len(gpus))) if gpus else "cpu"]
+        spawn(["run", *flags], *layout, cfg.SYSTEM.DIST_TIMEOUT, gpus, lambda: resume_hint(paths))
+        return {}  # the scores are in the run's test_metrics.csv
+    return _train_and_test(cfg, paths, gpu, (train_now, resume, data, checkpoint), overwrite)
+
+
+def _train_and_test(cfg: Config, paths: RunPaths, gpu: str | None, plan: tuple, overwrite: bool) -> dict:
+    """Train (or resume) and test in this process as ``_plan`` said (``plan``), as one of a distributed run's
+    processes or alone; return the test scores."""
     from segflow.evaluation.testphase import run_test
     from segflow.inference.predictor import Predictor
     from segflow.report.charts import Charts
@@ -166,16 +205,8 @@ def run(
     from segflow.training.runstate import write_config_copy
     from segflow.training.trainer import train
 
-    if overwrite and resume_run:
-        raise SegflowError("--overwrite and --resume contradict each other (train afresh, or continue); give one of them")
-    cfg, warnings = load_config(config_path, overrides)
-    print_warnings(warnings)
-    paths = RunPaths.checked(result_dir, name, str(run_id))
-    if not cfg.TRAIN.ENABLE and not cfg.TEST.ENABLE:
-        raise SegflowError(f"{config_path}: TRAIN.ENABLE and TEST.ENABLE are both false; nothing to do")
-    accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)  # a wrong --gpu fails before any work
-    check_outputs(paths)
-    train_now, resume, data, checkpoint = _plan(cfg, paths, overwrite, resume_run)
+    train_now, resume, data, checkpoint = plan
+    accelerator, devices = resolve_devices(gpu, cfg.SYSTEM.DEVICE)
     writer = is_rank_zero()  # in a distributed run the other processes train with it and write nothing
     if overwrite and train_now and writer:
         remove_run_outputs(paths)
@@ -192,6 +223,19 @@ def run(
     if writer:
         print(f"FINISHED JOB {paths.job}: results in {paths.run}, checkpoints in {paths.checkpoints}")
     return result
+
+
+def resume_hint(paths: RunPaths) -> str:
+    """What the same command does next for run ``paths.job``, as the end of a sentence."""
+    from segflow.checkpoint import load_checkpoint
+    from segflow.training.runstate import resume_point
+
+    if paths.finished_marker.is_file():
+        return "test the trained model (training had finished)"
+    point = resume_point(paths)
+    if point is None:
+        return "start the training again (no epoch had finished)"
+    return f"resume the training from {point} ({load_checkpoint(point)['epoch'] + 1} epoch(s) done)"
 
 
 def _plan(

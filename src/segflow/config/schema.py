@@ -32,6 +32,9 @@ class SystemConfig(Section):
         "--gpu 0,1; under torchrun or srun, the launcher's).")
     NUM_NODES: int = Field(1, ge=1, description="segflow key. Machines of a run that Lightning starts itself (under torchrun or srun: "
         "the launcher's count).")
+    DIST_TIMEOUT: int = Field(1800, ge=1, description="segflow key. Seconds the processes of a distributed run wait for each "
+        "other, to meet at the start (every process of every machine) and at each step, before the run stops with a line "
+        "saying who did not come; torch's default, 30 minutes.")
     DEVICE: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run when --gpu is not given: 'auto' (CUDA if present, else CPU), 'cpu' or 'cuda'.")
 
 

@@ -6,6 +6,7 @@ early stopping and TensorBoard; segflow adds the BiaPy-style epoch log, charts a
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
 from monai.data import DataLoader
 
 from segflow.checkpoint import check_model_matches, load_checkpoint, load_weights
@@ -126,12 +128,14 @@ def train(
         load_weights(model.net, ckpt, start, "MODEL.* of this config")
         print(f"Starting from the weights in {start}")
     prec = precision(cfg, accelerator)
+    # The processes of a DDP run wait SYSTEM.DIST_TIMEOUT for each other, then stop with one line (app/dist_errors.py).
+    ddp = DDPStrategy(timeout=datetime.timedelta(seconds=cfg.SYSTEM.DIST_TIMEOUT)) if strategy == "ddp" else strategy
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
         num_nodes=nodes,
-        strategy=strategy,
-        sync_batchnorm=strategy == "ddp" and accelerator == "gpu",  # on the CPU torch has no SyncBatchNorm
+        strategy=ddp,
+        sync_batchnorm=world > 1 and accelerator == "gpu",  # on the CPU torch has no SyncBatchNorm
         use_distributed_sampler=False,  # the samplers split the epoch themselves (training/sampler.py)
         precision=prec,
         max_epochs=cfg.TRAIN.EPOCHS,
