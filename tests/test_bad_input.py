@@ -419,6 +419,12 @@ def _no_master_address(c: Ctx) -> list[str]:
     return c.run(c.config(SYSTEM={"NUM_NODES": 2}))
 
 
+def _rgb_image(c: Ctx) -> Path:
+    path = c.tmp / "rgb.tif"
+    tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    return path
+
+
 def _gpu_not_present(c: Ctx) -> list[str]:
     if c.mp is not None:  # in-process: pretend this machine has no GPU
         import torch
@@ -1047,6 +1053,18 @@ CASES = [
     ),
     # ----- devices and memory
     Case("gpu_not_present", _gpu_not_present, ("--gpu 3", "no CUDA GPU", "--gpu cpu"), "choose an existing GPU or --gpu cpu", via="subprocess"),
+    Case(
+        "export_unknown_format",
+        lambda c: ["export", str(c.checkpoint), "--format", "bmz"],
+        ("--format bmz: not a format segflow writes", "onnx, torchscript"),
+        "choose --format onnx or torchscript",
+    ),
+    Case(
+        "export_image_does_not_fit",
+        lambda c: ["export", str(c.checkpoint), "--format", "onnx", "--out", str(c.tmp / "m.onnx"), "--image", str(_rgb_image(c))],
+        ("{tmp}/rgb.tif: image of shape", "this model is 2D with 1 channel"),
+        "give --image an image the model takes (its channels and dimensions)",
+    ),
     Case("gpu_not_a_number", lambda c: c.run(c.config(), "--gpu", "first"), ("--gpu first", "expected GPU numbers"), "give GPU numbers or cpu"),
     Case(
         "out_of_gpu_memory",

@@ -1,4 +1,4 @@
-"""The ``segflow`` command: run, check, init, demo, predict, slurm, build-lmdb, reference."""
+"""The ``segflow`` command: run, check, init, demo, predict, slurm, export, build-lmdb, reference."""
 
 from __future__ import annotations
 
@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     sl.add_argument("--submit", action="store_true", help="pass the script to sbatch instead of printing it")
     sl.add_argument("-D", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config overrides for segflow run")
 
+    ex = sub.add_parser("export", help="write a checkpoint's model as ONNX or TorchScript, checked against PyTorch")
+    ex.add_argument("model", help="a checkpoint written by segflow run (…-checkpoint-best.pth)")
+    ex.add_argument("--format", required=True, help="onnx (opset 17, any batch and spatial size) or torchscript")
+    ex.add_argument("--out", default=None, help="the file to write (default: beside the checkpoint, .onnx or .pt)")
+    ex.add_argument("--image", default=None, help="an image to check the export on, normalised as in training (default: noise)")
+
     lm = sub.add_parser("build-lmdb", help="store the 2D images and masks of two folders as train and val LMDB databases")
     lm.add_argument("--image_folder", required=True, help="folder of the images")
     lm.add_argument("--mask_folder", required=True, help="folder of the masks (class ids), paired with the images by name")
@@ -170,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             req = Request(args.nodes, args.gpus_per_node, args.tasks_per_node, args.cpus_per_task, args.mem, args.time,
                           args.partition, args.account, args.job_name)  # fmt: skip
             slurm_cli(req, args.config, args.result_dir, args.name, args.predict, args.submit, tuple(args.overrides))
+        elif args.command == "export":
+            from segflow.app.export import export_model
+
+            export_model(args.model, args.format, args.out, args.image)
         elif args.command == "build-lmdb":
             from segflow.app.build_lmdb import build_lmdb
 
@@ -234,6 +244,8 @@ def _outputs(args: argparse.Namespace) -> tuple[str, list[Path]]:
         return "--result_dir", [Path(args.result_dir)]
     if args.command == "demo":
         return "--out", [Path(args.out)]
+    if args.command == "export":
+        return "--out", [Path(args.out) if args.out else Path(args.model).parent]
     if args.command == "predict":
         if args.output_dir is not None:
             return "--output-dir", [Path(args.output_dir)]

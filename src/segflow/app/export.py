@@ -1,0 +1,62 @@
+"""The ``export`` command: a checkpoint to ONNX or TorchScript, checked against PyTorch with the format's own runtime."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from segflow.errors import SegflowError
+
+
+def _check_input(predictor, image: str | os.PathLike | None) -> tuple[np.ndarray, str]:
+    """``(input (1, C, *spatial) float32, what it is)``: ``image`` normalised as the model was trained, its centre
+    cut to a multiple of the network's size divisor (at most 512 a side); without ``image``, noise twice the patch."""
+    from segflow.export.base import example_input
+    from segflow.io.images import read_image
+    from segflow.models.networks import divisor
+
+    cfg = predictor.cfg
+    if image is None:
+        x = example_input(cfg, scale=2).numpy()
+        return x, f"normal noise of {tuple(x.shape[2:])} (twice the training patch)"
+    raw = predictor.as_image(read_image(image, cfg.ndim, cfg.in_channels, expect=predictor.expects()), image)
+    normalised = predictor.normalizer(raw)
+    sizes = [min(n, 512) // d * d for n, d in zip(normalised.shape[:-1], divisor(cfg))]
+    if 0 in sizes:
+        raise SegflowError(f"--image {image}: of shape {raw.shape[:-1]}, smaller than the network's size multiple {divisor(cfg)}; give a larger image")
+    starts = [(n - s) // 2 for n, s in zip(normalised.shape[:-1], sizes)]
+    crop = normalised[tuple(slice(a, a + s) for a, s in zip(starts, sizes))]
+    return np.ascontiguousarray(np.moveaxis(crop, -1, 0)[None], dtype=np.float32), f"{Path(image).name} ({tuple(sizes)} of its centre)"
+
+
+def export_model(
+    checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, image: str | os.PathLike | None = None,
+    say: Callable[[str], None] = print,
+) -> tuple[Path, float]:  # fmt: skip
+    """Write ``checkpoint``'s model as ``fmt`` to ``out`` (default: beside the checkpoint, the format's suffix), then
+    run the file with its format's runtime and PyTorch on ``image`` (or noise); return ``(path, max |difference|)``."""
+    import torch
+
+    from segflow.export import get_exporter
+    from segflow.export.base import activated, describe_normalization, example_input, metadata
+    from segflow.inference.predictor import Predictor
+
+    exporter = get_exporter(fmt)
+    predictor = Predictor.from_checkpoint(checkpoint)
+    cfg = predictor.cfg
+    target = Path(out) if out is not None else Path(checkpoint).with_suffix(exporter.suffix)
+    module, meta = activated(predictor.net, cfg), metadata(cfg, predictor.normalizer)
+    x, what = _check_input(predictor, image)
+    exporter.write(module, example_input(cfg), target, meta)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    difference = float(np.abs(exporter.run(target, x) - expected).max())
+    axes = meta["input_axes"].upper()
+    say(f"Wrote {target} ({fmt}): input float32 {axes} with {meta['input_channels']} channel(s), the image "
+        f"{describe_normalization(meta)}, spatial sizes multiples of {tuple(meta['spatial_multiple_of'])}; "
+        f"output {axes} with {meta['output_channels']} channel(s), {meta['output']}")  # fmt: skip
+    say(f"Checked: {fmt} against PyTorch on {what}: max |difference| {difference:.1e}")
+    return target, difference

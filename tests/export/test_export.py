@@ -1,0 +1,99 @@
+"""segflow export: ONNX (onnxruntime) and TorchScript (without segflow) give PyTorch's probabilities, at sizes other
+than the one exported, in 2D and 3D, for each architecture, with the metadata that says how to feed them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from segflow.app.export import export_model
+from segflow.export.base import activated
+from segflow.inference.predictor import Predictor
+
+TOLERANCE = 1e-4  # float32 sums in another order (measured: 6e-7 on a real 64x64 image)
+
+
+def _untrained(tmp_path: Path, ndim: str, architecture: str, classes: int) -> Path:
+    """An untrained model saved as segflow saves a checkpoint (export needs no training)."""
+    from segflow.config.loader import build_config
+    from segflow.training.module import SegModel
+
+    patch = "(8, 16, 16, 1)" if ndim == "3D" else "(32, 32, 1)"
+    tree = {"PROBLEM": {"NDIM": ndim}, "DATA": {"PATCH_SIZE": patch}, "TRAIN": {"ENABLE": False},
+            "MODEL": {"ARCHITECTURE": architecture, "FEATURE_MAPS": [4, 8, 16], "N_CLASSES": classes}}  # fmt: skip
+    torch.manual_seed(0)
+    model = SegModel(build_config(tree)[0].model_dump(mode="json"))
+    path = tmp_path / f"{architecture}{ndim}.pth"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return path
+
+
+def _expected(checkpoint: Path, x: np.ndarray) -> np.ndarray:
+    predictor = Predictor.from_checkpoint(checkpoint)
+    with torch.no_grad():
+        return activated(predictor.net, predictor.cfg)(torch.from_numpy(x)).numpy()
+
+
+def test_onnx_of_a_trained_model_gives_pytorch_s_probabilities_on_a_real_image(checkpoint, data2d, tmp_path, cli) -> None:
+    import onnx
+    import onnxruntime
+
+    image = data2d / "test" / "x" / "img_000.tif"
+    code, out, err = cli("export", checkpoint, "--format", "onnx", "--out", tmp_path / "m.onnx", "--image", image)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith(f"Wrote {tmp_path / 'm.onnx'} (onnx): input float32 BCYX with 1 channel(s), the image divided by its type's range")
+    difference = float(lines[1].rsplit(" ", 1)[1])
+    assert lines[1].startswith("Checked: onnx against PyTorch on img_000.tif ((64, 64) of its centre): max |difference| ")
+    assert difference < TOLERANCE
+    meta = json.loads({p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}["segflow"])
+    assert meta["input_axes"] == "bcyx" and meta["normalization"]["TYPE"] == "div" and meta["spatial_multiple_of"] == [4, 4]
+    # Another batch and size than exported: the axes are dynamic. The real image, normalised as in training.
+    predictor = Predictor.from_checkpoint(checkpoint)
+    raw = tifffile.imread(image)[:48, :56]
+    x = np.stack([predictor.normalizer(raw[..., None])] * 2).transpose(0, 3, 1, 2).copy()
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x})[0]
+    assert got.shape == (2, 1, 48, 56)
+    np.testing.assert_allclose(got, _expected(checkpoint, x), atol=TOLERANCE)
+    assert got.min() > 0 and got.max() < 1  # sigmoid probabilities
+
+
+def test_torchscript_runs_without_segflow(checkpoint, tmp_path) -> None:
+    path, difference = export_model(checkpoint, "torchscript", tmp_path / "m.pt", say=lambda s: None)
+    assert difference < TOLERANCE
+    x = np.random.default_rng(1).standard_normal((1, 1, 40, 72), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = ("import sys; sys.modules['segflow'] = None\n"  # any import of segflow fails
+              "import json, numpy as np, torch\n"
+              f"files = {{'segflow.json': ''}}; m = torch.jit.load({str(path)!r}, _extra_files=files)\n"
+              f"np.save({str(tmp_path / 'y.npy')!r}, m(torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r}))).detach().numpy())\n"
+              "print(json.loads(files['segflow.json'])['output_channels'])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _expected(checkpoint, x), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize(("ndim", "architecture", "classes"), [("3D", "unet", 3), ("2D", "resunet", 4), ("3D", "attention_unet", 2)])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_every_format_holds_each_network_in_2d_and_3d(tmp_path, ndim, architecture, classes, fmt) -> None:
+    checkpoint = _untrained(tmp_path, ndim, architecture, classes)
+    path, difference = export_model(checkpoint, fmt, say=lambda s: None)
+    assert path == checkpoint.with_suffix(".onnx" if fmt == "onnx" else ".pt") and difference < TOLERANCE
+    shape = (1, 1, 16, 24, 40) if ndim == "3D" else (3, 1, 40, 24)
+    x = np.random.default_rng(2).standard_normal(shape, dtype=np.float32)
+    from segflow.export import get_exporter
+
+    got = get_exporter(fmt).run(path, x)
+    assert got.shape == (shape[0], 1 if classes == 2 else classes, *shape[2:])
+    np.testing.assert_allclose(got, _expected(checkpoint, x), atol=TOLERANCE)
+    if classes > 2:
+        np.testing.assert_allclose(got.sum(axis=1), 1, atol=1e-5)  # softmax over the classes
