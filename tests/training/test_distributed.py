@@ -188,6 +188,22 @@ def test_torchrun_two_processes_and_two_nodes(single, data2d, tmp_path) -> None:
     _same_training(_log(tmp_path, "nodes"), _log(*single))
 
 
+def test_segflow_starts_the_processes_of_two_machines_that_meet_at_master_addr(single, data2d, tmp_path) -> None:
+    """SYSTEM.NUM_NODES 2, the same command on two "machines" (NODE_RANK 0 and 1, MASTER_ADDR 127.0.0.1): each starts
+    its one process, they meet at MASTER_PORT, and train as one process with twice the batch; machine 1 writes nothing."""
+    cmd = [sys.executable, "-m", "segflow", "run", "--config", str(_config(tmp_path, data2d, 2)), "--result_dir", str(tmp_path),
+           "--name", "two", "--gpu", "cpu", "-D", "SYSTEM.NUM_NODES=2"]  # fmt: skip
+    port, procs = str(_free_port()), []
+    for rank in (0, 1):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "NODE_RANK": str(rank), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    (out0, err0), (out1, err1) = (p.communicate(timeout=400) for p in procs)
+    assert procs[0].returncode == procs[1].returncode == 0, err0 + err1
+    assert out1 == "" and "2 processes (DDP) x TRAIN.BATCH_SIZE 2 = 4 patches a step" in out0
+    _written_once(out0, tmp_path, "two")
+    _same_training(_log(tmp_path, "two"), _log(*single))
+
+
 def test_the_sbatch_script_s_srun_line_trains_with_slurm_s_variables(single, data2d, tmp_path, cli) -> None:
     """``segflow slurm`` prints the script; its srun line, run here as srun would run it (2 tasks on one node, with
     SLURM's variables), trains as the other launchers do."""

@@ -30,8 +30,9 @@ class SystemConfig(Section):
     NUM_PROCESSES: int = Field(1, ge=1, description="segflow key. Training processes on the CPU (--gpu cpu, or no GPU): more than 1 "
         "runs DDP with gloo on this machine, each process with TRAIN.BATCH_SIZE patches a step (on GPUs the processes are those of "
         "--gpu 0,1; under torchrun or srun, the launcher's).")
-    NUM_NODES: int = Field(1, ge=1, description="segflow key. Machines of a run that Lightning starts itself (under torchrun or srun: "
-        "the launcher's count).")
+    NUM_NODES: int = Field(1, ge=1, description="segflow key. Machines of a run that segflow starts itself: the same command on each, "
+        "with MASTER_ADDR (the first machine's address), MASTER_PORT (a free port) and NODE_RANK (0, 1, ...) set; each starts its "
+        "processes (--gpu 0,1 or SYSTEM.NUM_PROCESSES). Under torchrun or srun: the launcher's count.")
     DIST_TIMEOUT: int = Field(1800, ge=1, description="segflow key. Seconds the processes of a distributed run wait for each "
         "other, to meet at the start (every process of every machine) and at each step, before the run stops with a line "
         "saying who did not come; torch's default, 30 minutes.")
