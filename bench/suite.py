@@ -21,6 +21,7 @@ docstring says what it measures, and ``python -m bench.sections.NAME`` runs one 
 - ``chunked`` (chunked.py): volumes predicted chunk by chunk into Zarr on dask against the in-memory predictor, and
   a large volume's peak memory.
 - ``ddp`` (ddp.py): training on 2 CPU processes (DDP, gloo) against 1 with the same global batch.
+- ``export`` (export.py): the ONNX export on ONNX Runtime against segflow's own predictor on one image.
 
 Other processes on the machine add noise to every figure; the ratios come from the same run, and the
 round-robin measurements from the same minutes.
@@ -34,9 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make ``bench`` importable
 
 from bench.harness import main
-from bench.sections import chunked, data, ddp, isbi, lazy, nuclei, peak, predict, train
+from bench.sections import chunked, data, ddp, export, isbi, lazy, nuclei, peak, predict, train
 
-SECTIONS = {**data.SECTIONS, **train.SECTIONS, **predict.SECTIONS, **isbi.SECTIONS, **peak.SECTIONS, **lazy.SECTIONS, **nuclei.SECTIONS, **chunked.SECTIONS, **ddp.SECTIONS}
+SECTIONS = {**data.SECTIONS, **train.SECTIONS, **predict.SECTIONS, **isbi.SECTIONS, **peak.SECTIONS, **lazy.SECTIONS, **nuclei.SECTIONS, **chunked.SECTIONS, **ddp.SECTIONS, **export.SECTIONS}
 
 if __name__ == "__main__":
     main(SECTIONS, __doc__.splitlines()[0])

@@ -419,6 +419,19 @@ def _no_master_address(c: Ctx) -> list[str]:
     return c.run(c.config(SYSTEM={"NUM_NODES": 2}))
 
 
+def _package(c: Ctx, rdf: dict, name: str = "pkg.zip") -> list[str]:
+    """``segflow predict`` with a zip holding ``rdf`` as its rdf.yaml (and an empty weights file)."""
+    import zipfile
+
+    import yaml
+
+    path = c.tmp / name
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("rdf.yaml", yaml.safe_dump(rdf))
+        z.writestr("weights.pt", b"")
+    return ["predict", str(path), str(c.data2d / "test" / "x" / "img_000.tif"), str(c.tmp / "out.tif")]
+
+
 def _rgb_image(c: Ctx) -> Path:
     path = c.tmp / "rgb.tif"
     tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
@@ -1057,7 +1070,32 @@ CASES = [
         "export_unknown_format",
         lambda c: ["export", str(c.checkpoint), "--format", "bmz"],
         ("--format bmz: not a format segflow writes", "onnx, torchscript"),
-        "choose --format onnx or torchscript",
+        "choose --format onnx, torchscript or bioimageio",
+    ),
+    Case(
+        "export_package_without_image",
+        lambda c: ["export", str(c.checkpoint), "--format", "bioimageio", "--out", str(c.tmp / "m.zip")],
+        ("--format bioimageio needs --image", "test input and cover"),
+        "give --image: a real image the package carries as its test input",
+    ),
+    Case(
+        "package_of_another_spec",
+        lambda c: _package(c, {"format_version": "0.4.10", "type": "model", "config": {"segflow": {}}}),
+        ("{tmp}/pkg.zip: a BioImage Model Zoo package of spec 0.4.10", "segflow reads spec 0.5 packages"),
+        "convert it to spec 0.5 (bioimageio update-format) or export the model again",
+    ),
+    Case(
+        "package_not_from_segflow",
+        lambda c: _package(c, {"format_version": "0.5.4", "type": "model", "weights": {"onnx": {"source": "weights.pt"}}}),
+        ("{tmp}/pkg.zip: a BioImage Model Zoo package that segflow did not write", "bioimageio predict"),
+        "predict with it through bioimageio.core (bioimageio predict)",
+    ),
+    Case(
+        "package_without_state_dict",
+        lambda c: _package(c, {"format_version": "0.5.4", "type": "model", "config": {"segflow": {"config": {}}},
+                               "weights": {"onnx": {"source": "weights.pt"}}}),
+        ("{tmp}/pkg.zip: the package has no pytorch_state_dict weights", "export it again with segflow"),
+        "export the model again with segflow export --format bioimageio",
     ),
     Case(
         "export_image_does_not_fit",

@@ -151,7 +151,8 @@ def test_prediction_loads_neither_lightning_nor_torchmetrics(checkpoint):
 
 
 # Distribution name -> the import name, where they differ.
-IMPORT_NAME = {"PyYAML": "yaml", "Pillow": "PIL", "pydantic-core": "pydantic_core", "ome-zarr": "ome_zarr"}
+IMPORT_NAME = {"PyYAML": "yaml", "Pillow": "PIL", "pydantic-core": "pydantic_core", "ome-zarr": "ome_zarr", "bioimageio.spec": "bioimageio",
+               "bioimageio.core": "bioimageio"}  # fmt: skip
 RUN_ONLY = {"tensorboard"}  # needed at run time by Lightning's TensorBoardLogger, never imported by name
 TOOLS = {"pytest", "ruff"}  # run as commands (pytest is also imported by the tests)
 

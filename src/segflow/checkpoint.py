@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -13,10 +15,13 @@ from segflow.models.networks import build_model
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a segflow checkpoint, with a clear error for anything else."""
+    """Read a segflow checkpoint, or a BioImage Model Zoo package that segflow exported (as the checkpoint it holds),
+    with a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
         raise SegflowError(f"checkpoint {path} not found; train first (TRAIN.ENABLE: true) or give PATHS.CHECKPOINT_FILE")
+    if _is_package(path):
+        return _from_package(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
@@ -24,6 +29,35 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
         raise SegflowError(f"checkpoint {path} is not a segflow checkpoint (no model config inside); give a file segflow wrote")
     return ckpt
+
+
+def _is_package(path: Path) -> bool:
+    """A zip file with an ``rdf.yaml``: a BioImage Model Zoo package (torch's own checkpoints are zip files too)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return "rdf.yaml" in archive.namelist()
+
+
+def _from_package(path: Path) -> dict:
+    """The checkpoint in a BioImage Model Zoo package (spec 0.5) that ``segflow export --format bioimageio`` wrote: its
+    pytorch_state_dict weights (the keys of a checkpoint's) and the config and normalisation it stores in
+    ``config.segflow``; read with zipfile and YAML alone."""
+    import yaml
+
+    with zipfile.ZipFile(path) as package:
+        names = set(package.namelist())
+        rdf = yaml.safe_load(package.read("rdf.yaml")) or {}
+        version, ours = str(rdf.get("format_version", "?")), (rdf.get("config") or {}).get("segflow")
+        if not version.startswith("0.5."):
+            raise SegflowError(f"{path}: a BioImage Model Zoo package of spec {version}; segflow reads spec 0.5 packages (bioimageio update-format converts one)")
+        if not ours:
+            raise SegflowError(f"{path}: a BioImage Model Zoo package that segflow did not write; predict with it through bioimageio.core (bioimageio predict)")
+        weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
+        if not weights or weights.get("source") not in names:
+            raise SegflowError(f"{path}: the package has no pytorch_state_dict weights, which segflow reads; export it again with segflow")
+        state = torch.load(io.BytesIO(package.read(weights["source"])), map_location="cpu", weights_only=True)
+    return {"state_dict": state, "hyper_parameters": {"config": ours["config"], "normalizer": ours["normalizer"]}}
 
 
 # What a checkpoint's network is built from: a config must agree on these to use its weights.

@@ -14,7 +14,7 @@ import tifffile
 import torch
 
 from segflow.app.export import export_model
-from segflow.export.base import activated
+from segflow.export.base import Sample, activated
 from segflow.inference.predictor import Predictor
 
 TOLERANCE = 1e-4  # float32 sums in another order (measured: 6e-7 on a real 64x64 image)
@@ -92,8 +92,77 @@ def test_every_format_holds_each_network_in_2d_and_3d(tmp_path, ndim, architectu
     x = np.random.default_rng(2).standard_normal(shape, dtype=np.float32)
     from segflow.export import get_exporter
 
-    got = get_exporter(fmt).run(path, x)
+    got = get_exporter(fmt).run(path, Sample(x, x))
     assert got.shape == (shape[0], 1 if classes == 2 else classes, *shape[2:])
     np.testing.assert_allclose(got, _expected(checkpoint, x), atol=TOLERANCE)
     if classes > 2:
         np.testing.assert_allclose(got.sum(axis=1), 1, atol=1e-5)  # softmax over the classes
+
+
+def test_a_bioimage_model_zoo_package_passes_bioimageio_core_s_test(checkpoint, data2d, tmp_path) -> None:
+    """The trained model as a spec 0.5 package: its three weight formats, its preprocessing (scale_linear 1/255 for
+    these uint8 images) and its test tensors pass bioimageio.core's own model test, offline."""
+    import zipfile
+
+    import imageio.v3 as iio
+    import yaml
+    from bioimageio.core import test_model
+
+    lines: list[str] = []
+    path, difference = export_model(checkpoint, "bioimageio", tmp_path / "m.zip", data2d / "test" / "x" / "img_000.tif", say=lines.append)
+    assert difference < TOLERANCE and lines[1].startswith("Checked: bioimageio against PyTorch on img_000.tif ((64, 64) of its centre)")
+    with zipfile.ZipFile(path) as z:
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+        cover = iio.imread(z.read("cover.png"))
+    assert rdf["format_version"].startswith("0.5") and set(rdf["weights"]) == {"pytorch_state_dict", "torchscript", "onnx"}
+    steps = rdf["inputs"][0]["preprocessing"]
+    assert [s["id"] for s in steps][:2] == ["ensure_dtype", "scale_linear"] and steps[1]["kwargs"]["gain"] == pytest.approx(1 / 255)
+    assert cover.shape == (64, 128)  # the image beside its probabilities
+    summary = test_model(path)
+    assert summary.status == "passed", [(d.name, [e.msg for e in d.errors]) for d in summary.details if d.status != "passed"]
+
+
+CLIP = {"TYPE": "zero_mean_unit_variance", "PERC_CLIP": True, "PERC_LOWER": 1, "PERC_UPPER": 99}
+
+
+@pytest.mark.parametrize(
+    ("normalization", "tolerance"),
+    [({"TYPE": "zero_mean_unit_variance"}, 1e-3), ({"TYPE": "scale_range"}, 1e-3), ({"TYPE": "custom", "CUSTOM_MEAN": 300.0, "CUSTOM_STD": 80.0}, 1e-3),
+     (CLIP, 0.05)],
+)  # fmt: skip
+def test_each_normalisation_becomes_the_package_s_preprocessing(tmp_path, normalization, tolerance) -> None:
+    """The package's own prediction of a raw uint16 image (bioimageio.core: its preprocessing, then the network)
+    against PyTorch on segflow's normalisation of it: within 1e-3 (the package's eps of 1e-6 added to std and range).
+    PERC_CLIP's percentiles are the package's clip, which takes them by the inverted CDF where segflow interpolates
+    (numpy's 'linear'): on this 72x64 image the clip bounds differ by up to a neighbouring value (measured 0.016)."""
+    from segflow.config.loader import build_config
+    from segflow.training.module import SegModel
+
+    tree = {"PROBLEM": {"NDIM": "2D"}, "DATA": {"PATCH_SIZE": "(32, 32, 1)", "NORMALIZATION": normalization},
+            "TRAIN": {"ENABLE": False}, "MODEL": {"FEATURE_MAPS": [4, 8, 16]}}  # fmt: skip
+    torch.manual_seed(0)
+    model = SegModel(build_config(tree)[0].model_dump(mode="json"), normalizer={"mean": 300.0, "std": 80.0})
+    checkpoint = tmp_path / "m.pth"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, checkpoint)
+    image = tmp_path / "raw.tif"
+    tifffile.imwrite(image, np.random.default_rng(3).gamma(4, 80, (72, 64)).astype(np.uint16))
+    _, difference = export_model(checkpoint, "bioimageio", tmp_path / "m.zip", image, say=lambda s: None)
+    assert difference < tolerance
+
+
+def test_a_package_segflow_wrote_predicts_and_fine_tunes_as_its_checkpoint(checkpoint, data2d, tmp_path, cli) -> None:
+    """The package read back: ``segflow predict`` gives the checkpoint's labels exactly, and a run starts from its
+    weights (PATHS.CHECKPOINT_FILE with MODEL.LOAD_CHECKPOINT)."""
+    from conftest import tiny_config, write_yaml
+
+    image = data2d / "test" / "x" / "img_001.tif"
+    package, _ = export_model(checkpoint, "bioimageio", tmp_path / "m.zip", image, say=lambda s: None)
+    for model, out in ((package, "from_package.tif"), (checkpoint, "from_checkpoint.tif")):
+        code, _, err = cli("predict", model, image, tmp_path / out, "--gpu", "cpu")
+        assert code == 0, err
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "from_package.tif"), tifffile.imread(tmp_path / "from_checkpoint.tif"))
+    tree = tiny_config(data2d, MODEL={"LOAD_CHECKPOINT": True}, PATHS={"CHECKPOINT_FILE": str(package)},
+                       TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False})  # fmt: skip
+    code, out, err = cli("run", "--config", write_yaml(tmp_path / "c.yaml", tree), "--result_dir", tmp_path / "res", "--name", "ft", "--gpu", "cpu")
+    assert code == 0, err
+    assert f"Starting from the weights in {package}" in out

@@ -103,11 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     sl.add_argument("--submit", action="store_true", help="pass the script to sbatch instead of printing it")
     sl.add_argument("-D", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config overrides for segflow run")
 
-    ex = sub.add_parser("export", help="write a checkpoint's model as ONNX or TorchScript, checked against PyTorch")
+    ex = sub.add_parser("export", help="write a checkpoint's model as ONNX, TorchScript or a BioImage Model Zoo package, checked against PyTorch")
     ex.add_argument("model", help="a checkpoint written by segflow run (…-checkpoint-best.pth)")
-    ex.add_argument("--format", required=True, help="onnx (opset 17, any batch and spatial size) or torchscript")
-    ex.add_argument("--out", default=None, help="the file to write (default: beside the checkpoint, .onnx or .pt)")
-    ex.add_argument("--image", default=None, help="an image to check the export on, normalised as in training (default: noise)")
+    ex.add_argument("--format", required=True, help="onnx (opset 17, any batch and spatial size), torchscript, or bioimageio (a spec 0.5 zip for Fiji/deepImageJ, napari, bioimageio.core)")
+    ex.add_argument("--out", default=None, help="the file to write (default: beside the checkpoint, .onnx, .pt or .zip)")
+    ex.add_argument("--image", default=None, help="an image to check the export on, normalised as in training (default: noise); bioimageio: required, the package's test input and cover")
 
     lm = sub.add_parser("build-lmdb", help="store the 2D images and masks of two folders as train and val LMDB databases")
     lm.add_argument("--image_folder", required=True, help="folder of the images")

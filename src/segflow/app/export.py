@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from segflow.errors import SegflowError
+from segflow.export.base import Sample
 
 
-def _check_input(predictor, image: str | os.PathLike | None) -> tuple[np.ndarray, str]:
-    """``(input (1, C, *spatial) float32, what it is)``: ``image`` normalised as the model was trained, its centre
-    cut to a multiple of the network's size divisor (at most 512 a side); without ``image``, noise twice the patch."""
+def _sample(predictor, image: str | os.PathLike | None) -> tuple[Sample, str]:
+    """``(the check's sample, what it is)``: ``image``'s centre, cut to a multiple of the network's size divisor (at
+    most 512 a side), as read and normalised as the model was trained; without ``image``, noise twice the patch."""
     from segflow.export.base import example_input
     from segflow.io.images import read_image
     from segflow.models.networks import divisor
@@ -21,15 +22,16 @@ def _check_input(predictor, image: str | os.PathLike | None) -> tuple[np.ndarray
     cfg = predictor.cfg
     if image is None:
         x = example_input(cfg, scale=2).numpy()
-        return x, f"normal noise of {tuple(x.shape[2:])} (twice the training patch)"
+        return Sample(x, x), f"normal noise of {tuple(x.shape[2:])} (twice the training patch)"
     raw = predictor.as_image(read_image(image, cfg.ndim, cfg.in_channels, expect=predictor.expects()), image)
-    normalised = predictor.normalizer(raw)
-    sizes = [min(n, 512) // d * d for n, d in zip(normalised.shape[:-1], divisor(cfg))]
+    sizes = [min(n, 512) // d * d for n, d in zip(raw.shape[:-1], divisor(cfg))]
     if 0 in sizes:
         raise SegflowError(f"--image {image}: of shape {raw.shape[:-1]}, smaller than the network's size multiple {divisor(cfg)}; give a larger image")
-    starts = [(n - s) // 2 for n, s in zip(normalised.shape[:-1], sizes)]
-    crop = normalised[tuple(slice(a, a + s) for a, s in zip(starts, sizes))]
-    return np.ascontiguousarray(np.moveaxis(crop, -1, 0)[None], dtype=np.float32), f"{Path(image).name} ({tuple(sizes)} of its centre)"
+    starts = [(n - s) // 2 for n, s in zip(raw.shape[:-1], sizes)]
+    crop = np.asarray(raw[tuple(slice(a, a + s) for a, s in zip(starts, sizes))])
+    x = predictor.normalizer(crop)  # the crop's own statistics: a package's preprocessing measures those it is given
+    first = lambda a: np.ascontiguousarray(np.moveaxis(a, -1, 0)[None])  # noqa: E731  (channels last -> (1, C, ...))
+    return Sample(first(crop), first(x).astype(np.float32)), f"{Path(image).name} ({tuple(sizes)} of its centre)"
 
 
 def export_model(
@@ -49,11 +51,11 @@ def export_model(
     cfg = predictor.cfg
     target = Path(out) if out is not None else Path(checkpoint).with_suffix(exporter.suffix)
     module, meta = activated(predictor.net, cfg), metadata(cfg, predictor.normalizer)
-    x, what = _check_input(predictor, image)
-    exporter.write(module, example_input(cfg), target, meta)
+    sample, what = _sample(predictor, image)
+    exporter.write(module, example_input(cfg), target, meta, sample if image is not None else None)
     with torch.no_grad():
-        expected = module(torch.from_numpy(x)).numpy()
-    difference = float(np.abs(exporter.run(target, x) - expected).max())
+        expected = module(torch.from_numpy(sample.x)).numpy()
+    difference = float(np.abs(exporter.run(target, sample) - expected).max())
     axes = meta["input_axes"].upper()
     say(f"Wrote {target} ({fmt}): input float32 {axes} with {meta['input_channels']} channel(s), the image "
         f"{describe_normalization(meta)}, spatial sizes multiples of {tuple(meta['spatial_multiple_of'])}; "

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from segflow.errors import SegflowError
 from segflow.export.base import Exporter
+from segflow.export.bioimageio_format import BioimageioExporter
 from segflow.export.onnx_format import OnnxExporter
 from segflow.export.torchscript_format import TorchScriptExporter
 
-EXPORTERS: dict[str, Exporter] = {e.name: e for e in (OnnxExporter(), TorchScriptExporter())}
+EXPORTERS: dict[str, Exporter] = {e.name: e for e in (OnnxExporter(), TorchScriptExporter(), BioimageioExporter())}
 
 
 def get_exporter(name: str) -> Exporter:
-    """The exporter of format ``name`` (``onnx``, ``torchscript``)."""
+    """The exporter of format ``name`` (``onnx``, ``torchscript``, ``bioimageio``)."""
     if name not in EXPORTERS:
         raise SegflowError(f"--format {name}: not a format segflow writes; choose one of {', '.join(EXPORTERS)}")
     return EXPORTERS[name]

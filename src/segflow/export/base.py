@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -57,6 +58,8 @@ def metadata(cfg: Config, normalizer: Normalizer) -> dict:
         "normalization": {**cfg.DATA.NORMALIZATION.model_dump(mode="json"), **normalizer.state()},
         "spatial_multiple_of": list(divisor(cfg)),
         "training_patch": list(cfg.spatial_patch),
+        "config": cfg.model_dump(mode="json"),  # the whole training config: a package's architecture is built from it
+        "normalizer": normalizer.state(),
     }
 
 
@@ -77,13 +80,32 @@ def as_json(meta: dict) -> str:
     return json.dumps(meta, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class Sample:
+    """An image to check an export on: ``raw`` as read ``(1, C, *spatial)`` in its own type, and ``x``, the same
+    normalised as in training, float32 (what the exported module takes)."""
+
+    raw: np.ndarray
+    x: np.ndarray
+
+
+def network(config: dict) -> Activated:
+    """The exported module, untrained, from a config dict: what a BioImage Model Zoo package's pytorch_state_dict
+    weights are loaded into (the package's architecture: ``segflow.export.base:network``)."""
+    from segflow.models.networks import build_model
+
+    cfg = Config.model_validate(config)
+    return Activated(build_model(cfg).float().to(memory_format=torch.contiguous_format), cfg).eval()
+
+
 class Exporter(Protocol):
-    """One export format: ``write`` the module to ``out`` with its metadata; ``run`` the written file on an input
-    (``(N, C, *spatial)`` float32) with the format's own runtime, to check it against PyTorch."""
+    """One export format: ``write`` the module to ``out`` with its metadata (``sample``: a real image, the test input
+    of formats that carry one); ``run`` the written file on ``sample`` with the format's own runtime (on ``raw``
+    where it normalises, else on ``x``), to check it against PyTorch on ``x``."""
 
     name: str
     suffix: str
 
-    def write(self, module: Activated, example: torch.Tensor, out: Path, meta: dict) -> None: ...
+    def write(self, module: Activated, example: torch.Tensor, out: Path, meta: dict, sample: Sample | None) -> None: ...
 
-    def run(self, path: Path, x: np.ndarray) -> np.ndarray: ...
+    def run(self, path: Path, sample: Sample) -> np.ndarray: ...

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segflow.export.base import Activated, as_json
+from segflow.export.base import Activated, Sample, as_json
 from segflow.io.atomic import atomic_write
 
 OPSET = 17  # onnxruntime 1.16 and later run it; InstanceNorm, Resize and ConvTranspose are all in it
@@ -18,7 +18,7 @@ OPSET = 17  # onnxruntime 1.16 and later run it; InstanceNorm, Resize and ConvTr
 class OnnxExporter:
     name, suffix = "onnx", ".onnx"
 
-    def write(self, module: Activated, example: torch.Tensor, out: Path, meta: dict) -> None:
+    def write(self, module: Activated, example: torch.Tensor, out: Path, meta: dict, sample: Sample | None = None) -> None:
         """``out``: one .onnx file; ``meta`` as the model's metadata property ``segflow`` (JSON)."""
         import onnx
 
@@ -37,8 +37,8 @@ class OnnxExporter:
 
         atomic_write(out, writer)
 
-    def run(self, path: Path, x: np.ndarray) -> np.ndarray:
+    def run(self, path: Path, sample: Sample) -> np.ndarray:
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {"input": x})[0]
+        return session.run(None, {"input": sample.x})[0]
