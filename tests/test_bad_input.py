@@ -1098,6 +1098,18 @@ CASES = [
         "export the model again with segflow export --format bioimageio",
     ),
     Case(
+        "bmz_export_license_unknown",
+        lambda c: c.run(c.config(MODEL={"BMZ": {"EXPORT": {"ENABLE": True, "LICENSE": "not-a-license"}}})),
+        ("MODEL.BMZ.EXPORT.LICENSE 'not-a-license': not what the BioImage Model Zoo takes", "CC-BY-4.0"),
+        "give an SPDX license id (CC-BY-4.0, MIT, ...)",
+    ),
+    Case(
+        "bmz_export_documentation_missing",
+        lambda c: c.run(c.config(MODEL={"BMZ": {"EXPORT": {"ENABLE": True, "DOCUMENTATION": str(c.tmp / "nope.md")}}})),
+        ("MODEL.BMZ.EXPORT.DOCUMENTATION {tmp}/nope.md: no such file",),
+        "give the Markdown file's path, or '' for segflow's own",
+    ),
+    Case(
         "export_image_does_not_fit",
         lambda c: ["export", str(c.checkpoint), "--format", "onnx", "--out", str(c.tmp / "m.onnx"), "--image", str(_rgb_image(c))],
         ("{tmp}/rgb.tif: image of shape", "this model is 2D with 1 channel"),

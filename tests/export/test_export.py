@@ -99,7 +99,16 @@ def test_every_format_holds_each_network_in_2d_and_3d(tmp_path, ndim, architectu
         np.testing.assert_allclose(got.sum(axis=1), 1, atol=1e-5)  # softmax over the classes
 
 
-def test_a_bioimage_model_zoo_package_passes_bioimageio_core_s_test(checkpoint, data2d, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def package(checkpoint, data2d, tmp_path_factory) -> tuple[Path, float, list[str]]:
+    """The trained model exported once as a package: ``(its path, the check's difference, what export said)``."""
+    lines: list[str] = []
+    path, difference = export_model(checkpoint, "bioimageio", tmp_path_factory.mktemp("bmz") / "m.zip", data2d / "test" / "x" / "img_000.tif",
+                                    say=lines.append)  # fmt: skip
+    return path, difference, lines
+
+
+def test_a_bioimage_model_zoo_package_passes_bioimageio_core_s_test(package) -> None:
     """The trained model as a spec 0.5 package: its three weight formats, its preprocessing (scale_linear 1/255 for
     these uint8 images) and its test tensors pass bioimageio.core's own model test, offline."""
     import zipfile
@@ -108,8 +117,7 @@ def test_a_bioimage_model_zoo_package_passes_bioimageio_core_s_test(checkpoint, 
     import yaml
     from bioimageio.core import test_model
 
-    lines: list[str] = []
-    path, difference = export_model(checkpoint, "bioimageio", tmp_path / "m.zip", data2d / "test" / "x" / "img_000.tif", say=lines.append)
+    path, difference, lines = package
     assert difference < TOLERANCE and lines[1].startswith("Checked: bioimageio against PyTorch on img_000.tif ((64, 64) of its centre)")
     with zipfile.ZipFile(path) as z:
         rdf = yaml.safe_load(z.read("rdf.yaml"))
@@ -150,13 +158,12 @@ def test_each_normalisation_becomes_the_package_s_preprocessing(tmp_path, normal
     assert difference < tolerance
 
 
-def test_a_package_segflow_wrote_predicts_and_fine_tunes_as_its_checkpoint(checkpoint, data2d, tmp_path, cli) -> None:
+def test_a_package_segflow_wrote_predicts_and_fine_tunes_as_its_checkpoint(package, checkpoint, data2d, tmp_path, cli) -> None:
     """The package read back: ``segflow predict`` gives the checkpoint's labels exactly, and a run starts from its
     weights (PATHS.CHECKPOINT_FILE with MODEL.LOAD_CHECKPOINT)."""
     from conftest import tiny_config, write_yaml
 
-    image = data2d / "test" / "x" / "img_001.tif"
-    package, _ = export_model(checkpoint, "bioimageio", tmp_path / "m.zip", image, say=lambda s: None)
+    image, package = data2d / "test" / "x" / "img_001.tif", package[0]
     for model, out in ((package, "from_package.tif"), (checkpoint, "from_checkpoint.tif")):
         code, _, err = cli("predict", model, image, tmp_path / out, "--gpu", "cpu")
         assert code == 0, err
@@ -166,3 +173,29 @@ def test_a_package_segflow_wrote_predicts_and_fine_tunes_as_its_checkpoint(check
     code, out, err = cli("run", "--config", write_yaml(tmp_path / "c.yaml", tree), "--result_dir", tmp_path / "res", "--name", "ft", "--gpu", "cpu")
     assert code == 0, err
     assert f"Starting from the weights in {package}" in out
+
+
+def test_a_run_with_biapy_s_bmz_export_keys_ends_with_the_package(data2d, tmp_path, cli) -> None:
+    """MODEL.BMZ.EXPORT.ENABLE (BiaPy's keys): after the test phase the run writes <run>/BMZ_files/<job>.zip, its name,
+    authors, license, tags, citations and version from the config, its test input the first training image (no test phase)."""
+    import zipfile
+
+    import yaml
+    from conftest import tiny_config, write_yaml
+
+    export = {"ENABLE": True, "MODEL_NAME": "Tiny blobs", "DESCRIPTION": "Blobs on noise", "LICENSE": "MIT", "MODEL_VERSION": "1.2.0",
+              "AUTHORS": [{"name": "Ada", "github_user": "ada"}], "TAGS": ["fluorescence"], "CITE": [{"text": "data", "doi": "10.1000/xyz"}],
+              "DATASET_INFO": [{"name": "blobs", "image_modality": "synthetic"}]}  # fmt: skip
+    tree = tiny_config(data2d, TRAIN={"EPOCHS": 1}, MODEL={"BMZ": {"EXPORT": export}}, TEST={"ENABLE": False})
+    code, out, err = cli("run", "--config", write_yaml(tmp_path / "c.yaml", tree), "--result_dir", tmp_path, "--name", "b", "--gpu", "cpu")
+    assert code == 0, err
+    package = tmp_path / "b" / "results" / "b_1" / "BMZ_files" / "b_1.zip"
+    assert f"Wrote {package} (bioimageio)" in out and out.index(f"Wrote {package}") < out.index("FINISHED JOB b_1")
+    assert "against PyTorch on img_000.tif" in out  # the first training image
+    with zipfile.ZipFile(package) as z:
+        rdf, readme = yaml.safe_load(z.read("rdf.yaml")), z.read("README.md").decode()
+    assert (rdf["name"], rdf["description"], rdf["license"], rdf["version"]) == ("Tiny blobs", "Blobs on noise", "MIT", "1.2.0")
+    assert rdf["authors"] == [{"name": "Ada", "github_user": "ada"}] and rdf["tags"][-1] == "fluorescence"
+    assert [c["text"] for c in rdf["cite"]] == ["data", "segflow: semantic segmentation of 2D and 3D images"] and "training data: name blobs, image_modality synthetic" in readme
+    code, _, err = cli("predict", package, data2d / "test" / "x" / "img_000.tif", tmp_path / "p.tif", "--gpu", "cpu")
+    assert code == 0, err

@@ -62,3 +62,24 @@ def export_model(
         f"output {axes} with {meta['output_channels']} channel(s), {meta['output']}")  # fmt: skip
     say(f"Checked: {fmt} against PyTorch on {what}: max |difference| {difference:.1e}")
     return target, difference
+
+
+def package_image(cfg) -> Path:
+    """The image MODEL.BMZ.EXPORT.ENABLE's package carries as its test input: the first test image, else the first
+    training image; checked, with the package's other fields, before the run does any work."""
+    from segflow.data.pairs import list_pairs
+    from segflow.export.bioimageio_format import check_package_fields
+
+    check_package_fields(cfg.MODEL.BMZ.EXPORT.model_dump(mode="json"))
+    key, folder = ("DATA.TEST.PATH", cfg.DATA.TEST.PATH) if cfg.TEST.ENABLE and cfg.DATA.TEST.PATH else ("DATA.TRAIN.PATH", cfg.DATA.TRAIN.PATH)
+    if not Path(folder).is_dir():
+        raise SegflowError(f"MODEL.BMZ.EXPORT.ENABLE: the package's test input is the first image of {key}, but {folder} is not a folder "
+                           "of images (TIFF, PNG); set MODEL.BMZ.EXPORT.ENABLE: false and run segflow export --format bioimageio --image IMAGE")  # fmt: skip
+    return list_pairs(folder, None, "test")[0][0]
+
+
+def export_after_run(cfg, job: str, run_folder: Path, checkpoint: str | os.PathLike) -> Path:
+    """MODEL.BMZ.EXPORT.ENABLE: write the run's model as ``<PATHS.BMZ_EXPORT_PATH or run folder/BMZ_files>/<job>.zip``."""
+    folder = Path(cfg.PATHS.BMZ_EXPORT_PATH) if cfg.PATHS.BMZ_EXPORT_PATH else run_folder / "BMZ_files"
+    folder.mkdir(parents=True, exist_ok=True)
+    return export_model(checkpoint, "bioimageio", folder / f"{job}.zip", package_image(cfg))[0]

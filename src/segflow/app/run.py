@@ -220,6 +220,10 @@ def _train_and_test(cfg: Config, paths: RunPaths, gpu: str | None, plan: tuple, 
     if cfg.TEST.ENABLE:  # in a DDP run on every process: each predicts its share of the test images
         synchronize()  # rank 0's last checkpoint is whole before any process loads it
         result = run_test(cfg, paths, Predictor.from_checkpoint(checkpoint, rank_device(accelerator, devices)), str(checkpoint))
+    if writer and cfg.MODEL.BMZ.EXPORT.ENABLE:
+        from segflow.app.export import export_after_run
+
+        export_after_run(cfg, paths.job, paths.run, checkpoint)
     if writer:
         print(f"FINISHED JOB {paths.job}: results in {paths.run}, checkpoints in {paths.checkpoints}")
     return result
@@ -260,6 +264,10 @@ def _plan(
         check_split_fits_patch(cfg, data.train, data.val)
     if cfg.TEST.ENABLE:
         check_test_data(cfg)
+    if cfg.MODEL.BMZ.EXPORT.ENABLE:
+        from segflow.app.export import package_image
+
+        package_image(cfg)  # the package's fields and test image, before any training
     checkpoint = None
     if not train_now:
         checkpoint = choose_checkpoint(cfg, paths)

@@ -74,6 +74,8 @@ def _type_name(annotation: object) -> str:
         return _type_name(typing.get_args(annotation)[0])
     if origin is tuple and typing.get_args(annotation)[-1:] == (Ellipsis,):
         return f"tuple[{_type_name(typing.get_args(annotation)[0])}, ...]"
+    if origin is list:  # a list of sections (MODEL.BMZ.EXPORT.AUTHORS): its entries' keys are in the description
+        return f"list[{_type_name(typing.get_args(annotation)[0])}]"
     text = getattr(annotation, "__name__", None) if origin is None else str(annotation)
     return (text or str(annotation)).replace("typing.", "")
 

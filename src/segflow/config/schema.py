@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from segflow.config.bmz import BmzConfig
 from segflow.config.section import Overlap, Section
 from segflow.config.test_phase_keys import TestConfig
 
@@ -249,6 +250,7 @@ class ModelConfig(Section):
     Z_DOWN: list[int] = Field([], description="3D: per level, 1 to keep z (no pooling along z), 2 to halve it; empty = halve at every level.")
     LOAD_CHECKPOINT: bool = Field(False, description="Start from a checkpoint: PATHS.CHECKPOINT_FILE, or this job's best checkpoint. Required to test without training.")
     LOAD_CHECKPOINT_EPOCH: Literal["best_on_val", "last_on_train"] = Field("best_on_val", description="Which of the job's checkpoints LOAD_CHECKPOINT and the test phase use.")
+    BMZ: BmzConfig = BmzConfig()
 
     @model_validator(mode="after")
     def _sizes(self) -> ModelConfig:
@@ -309,6 +311,7 @@ class TrainConfig(Section):
 # --------------------------------------------------------------------------------------------- PATHS
 class PathsConfig(Section):
     CHECKPOINT_FILE: str = Field("", description="Checkpoint to load when MODEL.LOAD_CHECKPOINT is true ('' = this job's own).")
+    BMZ_EXPORT_PATH: str = Field("", description="Folder of the package MODEL.BMZ.EXPORT.ENABLE writes (<name>_<run_id>.zip); '' = <run folder>/BMZ_files.")
     PROB_MAP_DIR: str = Field("", description="Where DATA.PROBABILITY_MAP writes its maps (prob_map_NAME.tif per pixel; for masks read patch by patch prob_map_NAME_block32.tif, one value per 32-pixel block); '' = <result_dir>/<name>/prob_map.")
 
 

@@ -60,6 +60,7 @@ def metadata(cfg: Config, normalizer: Normalizer) -> dict:
         "training_patch": list(cfg.spatial_patch),
         "config": cfg.model_dump(mode="json"),  # the whole training config: a package's architecture is built from it
         "normalizer": normalizer.state(),
+        "bmz": cfg.MODEL.BMZ.EXPORT.model_dump(mode="json"),  # what a BioImage Model Zoo package says of itself
     }
 
 

@@ -61,25 +61,48 @@ def _axes(meta: dict, output: bool) -> list:
     return [bmz.BatchAxis(), bmz.ChannelAxis(channel_names=names), *spatial]
 
 
+def check_package_fields(bmz_cfg: dict) -> None:
+    """Refuse, before any work, MODEL.BMZ.EXPORT values the package cannot hold: a license the Zoo does not take, a
+    documentation file that is not there."""
+    from bioimageio.spec.model import v0_5 as bmz
+    from pydantic import ValidationError
+
+    for key, kind, example in (("LICENSE", bmz.LicenseId, "an SPDX id such as CC-BY-4.0 or MIT"), ("MODEL_VERSION", bmz.Version, "e.g. 0.1.0")):
+        try:
+            kind(bmz_cfg[key])
+        except (ValidationError, ValueError):
+            raise SegflowError(f"MODEL.BMZ.EXPORT.{key} {bmz_cfg[key]!r}: not what the BioImage Model Zoo takes; give {example}") from None
+    doc = bmz_cfg["DOCUMENTATION"]
+    if doc and not Path(doc).is_file():
+        raise SegflowError(f"MODEL.BMZ.EXPORT.DOCUMENTATION {doc}: no such file; give a Markdown file, or '' for segflow's own")
+
+
 def _description(meta: dict, steps: list, folder: Path):
-    """The package's ``ModelDescr`` (spec 0.5), its files in ``folder``."""
+    """The package's ``ModelDescr`` (spec 0.5), its files in ``folder``, its name, authors, license, tags,
+    citations and version from MODEL.BMZ.EXPORT (``meta["bmz"]``)."""
     from bioimageio.spec.model import v0_5 as bmz
 
+    user = meta["bmz"]
+    check_package_fields(user)
     version = bmz.Version(torch.__version__.split("+")[0])
     architecture = bmz.ArchitectureFromLibraryDescr(import_from="segflow.export.base", callable=bmz.Identifier("network"),
                                                     kwargs={"config": meta["config"]})  # fmt: skip
     ndim = len(meta["input_axes"]) - 2
     file = lambda name: bmz.FileDescr(source=folder / name)  # noqa: E731
+    ours = bmz.CiteEntry(text="segflow: semantic segmentation of 2D and 3D images", url="https://github.com/segflow/segflow")
+    cites = [bmz.CiteEntry(text=c["text"], doi=c["doi"] or None, url=c["url"] or None) for c in user["CITE"]]
+    authors = [bmz.Author(**{k: v for k, v in a.items() if v}) for a in user["AUTHORS"]] or [bmz.Author(name="segflow user")]
     return bmz.ModelDescr(
         config=bmz.Config(segflow={"config": meta["config"], "normalizer": meta["normalizer"]}),  # read back by checkpoint.py
-        name=f"segflow {meta['architecture']} {ndim}D",
-        description=f"{ndim}D semantic segmentation into {max(2, meta['output_channels'])} classes, trained with segflow",
-        authors=[bmz.Author(name="segflow user")],
-        cite=[bmz.CiteEntry(text="segflow: semantic segmentation of 2D and 3D images", url="https://github.com/segflow/segflow")],
-        license=bmz.LicenseId("MIT"),
-        documentation=file("README.md"),
+        name=user["MODEL_NAME"] or f"segflow {meta['architecture']} {ndim}D",
+        description=user["DESCRIPTION"] or f"{ndim}D semantic segmentation into {max(2, meta['output_channels'])} classes, trained with segflow",
+        version=bmz.Version(user["MODEL_VERSION"]),
+        authors=authors,
+        cite=[*cites, ours],
+        license=bmz.LicenseId(user["LICENSE"]),
+        documentation=bmz.FileDescr(source=Path(user["DOCUMENTATION"])) if user["DOCUMENTATION"] else file("README.md"),
         covers=[file("cover.png")],
-        tags=["segflow", "semantic-segmentation", f"{ndim}d"],
+        tags=["segflow", "semantic-segmentation", f"{ndim}d", *user["TAGS"]],
         inputs=[bmz.InputTensorDescr(id=bmz.TensorId("input"), axes=_axes(meta, False), test_tensor=file("test_input.npy"), preprocessing=steps)],
         outputs=[bmz.OutputTensorDescr(id=bmz.TensorId("output"), axes=_axes(meta, True), test_tensor=file("test_output.npy"))],
         weights=bmz.WeightsDescr(
@@ -92,10 +115,12 @@ def _description(meta: dict, steps: list, folder: Path):
 
 def _documentation(meta: dict) -> str:
     n = {k: v for k, v in meta["normalization"].items() if v is not None}
+    data = [d for d in meta["bmz"]["DATASET_INFO"] if any(d.values())]
+    trained_on = "".join(f"- training data: {', '.join(f'{k} {v}' for k, v in d.items() if v)}\n" for d in data)
     return (
-        f"# segflow {meta['architecture']}\n\nTrained with segflow {meta['segflow_version']}.\n\n"
+        f"# {meta['bmz']['MODEL_NAME'] or 'segflow ' + meta['architecture']}\n\nTrained with segflow {meta['segflow_version']}.\n\n"
         f"- input: axes {meta['input_axes']}, {meta['input_channels']} channel(s), spatial sizes multiples of {meta['spatial_multiple_of']}\n"
-        f"- normalisation (the package's preprocessing): {n}\n- output: {meta['output_channels']} channel(s), {meta['output']}\n"
+        f"- normalisation (the package's preprocessing): {n}\n- output: {meta['output_channels']} channel(s), {meta['output']}\n{trained_on}"
     )
 
 
@@ -116,7 +141,7 @@ class BioimageioExporter:
 
     def write(self, module: Activated, example: torch.Tensor, out: Path, meta: dict, sample: Sample | None = None) -> None:
         """``sample``: the package's test input (the raw image) and cover."""
-        from bioimageio.spec import save_bioimageio_package
+        from bioimageio.spec import ValidationContext, save_bioimageio_package
 
         if sample is None:
             raise SegflowError("--format bioimageio needs --image: a real image is the package's test input and cover")
@@ -132,12 +157,13 @@ class BioimageioExporter:
             torch.save(module.state_dict(), folder / "weights.pt")
             (folder / "README.md").write_text(_documentation(meta))
             _cover(sample.raw, expected, folder / "cover.png")
-            descr = _description(meta, steps, folder)
-            atomic_write(out, lambda tmp: shutil.move(save_bioimageio_package(descr, output_path=folder / "package.zip"), tmp))
+            with ValidationContext(perform_io_checks=False):  # no network at run time: GitHub users and DOIs unverified
+                descr = _description(meta, steps, folder)
+                atomic_write(out, lambda tmp: shutil.move(save_bioimageio_package(descr, output_path=folder / "package.zip"), tmp))
 
     def run(self, path: Path, sample: Sample) -> np.ndarray:
         """The package's own prediction of the raw image: its preprocessing, then its first weights."""
-        from bioimageio.core import predict
+        from bioimageio.core import load_model_description, predict
 
-        result = predict(model=str(path), inputs=sample.raw.astype(np.float32))
+        result = predict(model=load_model_description(path, perform_io_checks=False), inputs=sample.raw.astype(np.float32))
         return next(iter(result.members.values())).data.to_numpy()
