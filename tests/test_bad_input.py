@@ -870,10 +870,10 @@ CASES = [
         "set MODEL.* as when the checkpoint was trained, or MODEL.LOAD_CHECKPOINT: false",
     ),
     Case(
-        "checkpoint_other_n_classes",
-        _checkpoint_for(N_CLASSES=3),
-        ("checkpoint {checkpoint}", "do not fit MODEL.* of this config"),
-        "set MODEL.N_CLASSES as when the checkpoint was trained",
+        "checkpoint_other_feature_maps",
+        _checkpoint_for(FEATURE_MAPS=[8, 16, 32]),
+        ("checkpoint {checkpoint}", "do not fit MODEL.* of this config", "MODEL.FEATURE_MAPS=[4, 8, 16] in the checkpoint"),
+        "set MODEL.FEATURE_MAPS as when the checkpoint was trained (another MODEL.N_CLASSES is fine: the output layer starts anew)",
     ),
     Case(
         "checkpoint_other_n_classes_test_only",

@@ -71,10 +71,12 @@ def _get(cfg: Config, key: str) -> object:
     return value
 
 
-def check_model_matches(path: str | os.PathLike, ckpt: dict, cfg: Config) -> None:
-    """Raise when ``cfg`` describes another network than the one checkpoint ``path`` holds."""
+def check_model_matches(path: str | os.PathLike, ckpt: dict, cfg: Config, new_head: bool = False) -> None:
+    """Raise when ``cfg`` describes another network than the one checkpoint ``path`` holds; with ``new_head``
+    (fine-tuning) another MODEL.N_CLASSES is allowed: ``load_weights`` then makes the output layer anew."""
     saved = Config.model_validate(ckpt["hyper_parameters"]["config"])
-    diffs = [(k, _get(saved, k), _get(cfg, k)) for k in MODEL_KEYS if _get(saved, k) != _get(cfg, k)]
+    keys = [k for k in MODEL_KEYS if not (new_head and k == "MODEL.N_CLASSES")]
+    diffs = [(k, _get(saved, k), _get(cfg, k)) for k in keys if _get(saved, k) != _get(cfg, k)]
     if saved.in_channels != cfg.in_channels:
         diffs.append(("DATA.PATCH_SIZE channels", saved.in_channels, cfg.in_channels))
     if diffs:
@@ -95,16 +97,22 @@ def previous(path: str | Path) -> Path:
 NET_PREFIX = "net."
 
 
-def load_weights(net: torch.nn.Module, ckpt: dict, path: str | os.PathLike, what: str) -> None:
-    """Load a checkpoint's network weights into ``net`` (strictly), or say that they do not fit ``what``."""
+def load_weights(net: torch.nn.Module, ckpt: dict, path: str | os.PathLike, what: str, new_head: bool = False) -> list[str]:
+    """Load a checkpoint's network weights into ``net`` (strictly), or say that they do not fit ``what``. With
+    ``new_head`` the tensors of another shape (the output layer of another class count) keep ``net``'s fresh values;
+    their names are returned."""
     state = ckpt["state_dict"]
     weights = {k.removeprefix(NET_PREFIX): v for k, v in state.items() if k.startswith(NET_PREFIX)}
+    own = net.state_dict()
+    fresh = [k for k, v in weights.items() if new_head and k in own and own[k].shape != v.shape]
+    weights |= {k: own[k] for k in fresh}
     try:
         if len(weights) != len(state):
             raise RuntimeError(f"unexpected keys {sorted(set(state) - {NET_PREFIX + k for k in weights})[:3]}")
         net.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise SegflowError(f"checkpoint {path}: its weights do not fit {what} ({str(exc).splitlines()[0]})") from None
+    return fresh
 
 
 def load_network(path: str | os.PathLike) -> tuple[torch.nn.Module, Config, dict]:

@@ -172,6 +172,28 @@ def test_load_checkpoint_from_other_architecture_is_a_clear_error(cli, tmp_path,
     assert code == 2 and "do not fit" in err and len(err.strip().splitlines()) == 1
 
 
+def test_fine_tuning_with_another_class_count_starts_the_output_layer_anew(cli, checkpoint, data2d, tmp_path):
+    """A 2-class checkpoint into a 3-class network: every tensor but the output layer's is the checkpoint's, the
+    output layer keeps its fresh initialisation, and the run says so and trains."""
+    from segflow.checkpoint import load_checkpoint, load_weights
+    from segflow.models.networks import build_model
+
+    cfg, _ = build_config(tiny_config(data2d, MODEL={"N_CLASSES": 3}))
+    net = build_model(cfg)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    saved = load_checkpoint(checkpoint)
+    fresh = load_weights(net, saved, checkpoint, "MODEL.*", new_head=True)
+    assert fresh and all("output" in k or "out" in k for k in fresh), fresh
+    for key, value in net.state_dict().items():
+        expected = before[key] if key in fresh else saved["state_dict"]["net." + key]
+        assert torch.equal(value, expected), key
+    tree = tiny_config(data2d, MODEL={"N_CLASSES": 3, "LOAD_CHECKPOINT": True}, PATHS={"CHECKPOINT_FILE": str(checkpoint)},
+                       TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False})  # fmt: skip
+    code, out, err = _run(cli, tmp_path, tree)
+    assert code == 0, err
+    assert f"MODEL.N_CLASSES 3: the checkpoint was trained for 2; its output layer ({', '.join(fresh)}) starts anew" in out
+
+
 @pytest.mark.parametrize(("name", "cls"), [("SGD", torch.optim.SGD), ("ADAM", torch.optim.Adam), ("ADAMW", torch.optim.AdamW)])
 def test_optimizers(name, cls, data2d):
     cfg, _ = build_config(tiny_config(data2d, TRAIN={"OPTIMIZER": name, "LR": 0.003}))

@@ -124,9 +124,13 @@ def train(
     if cfg.MODEL.LOAD_CHECKPOINT:
         start = choose_checkpoint(cfg, paths)
         ckpt = load_checkpoint(start)
-        check_model_matches(start, ckpt, cfg)
-        load_weights(model.net, ckpt, start, "MODEL.* of this config")
+        check_model_matches(start, ckpt, cfg, new_head=True)
+        fresh = load_weights(model.net, ckpt, start, "MODEL.* of this config", new_head=True)
         print(f"Starting from the weights in {start}")
+        if fresh:
+            was = Config.model_validate(ckpt["hyper_parameters"]["config"]).MODEL.N_CLASSES
+            print(f"MODEL.N_CLASSES {cfg.MODEL.N_CLASSES}: the checkpoint was trained for {was}; its output layer ({', '.join(fresh)}) "
+                  "starts anew, every other layer from the checkpoint")  # fmt: skip
     prec = precision(cfg, accelerator)
     # The processes of a DDP run wait SYSTEM.DIST_TIMEOUT for each other, then stop with one line (app/dist_errors.py).
     ddp = DDPStrategy(timeout=datetime.timedelta(seconds=cfg.SYSTEM.DIST_TIMEOUT)) if strategy == "ddp" else strategy
