@@ -395,7 +395,7 @@ def test_non_positive_epochs_is_an_error(value: int) -> None:
 def test_literal_error_lists_the_allowed_values() -> None:
     msg = error_of({"MODEL": {"ARCHITECTURE": "unet3"}})
     assert "MODEL.ARCHITECTURE" in msg
-    assert "'unet', 'resunet' or 'attention_unet'" in msg
+    assert "'unet', 'resunet', 'attention_unet' or 'segresnet'" in msg
     assert "'unet3'" in msg
 
 
@@ -507,7 +507,7 @@ def test_reference_shows_types_and_defaults() -> None:
     rows = _rows(reference_markdown())
     assert rows["TRAIN.EPOCHS"][1:3] == ["int", "`360`"]
     assert rows["DATA.PATCH_SIZE"][2] == "`(256, 256, 1)`"
-    assert rows["MODEL.ARCHITECTURE"][1] == "'unet' \\| 'resunet' \\| 'attention_unet'"
+    assert rows["MODEL.ARCHITECTURE"][1] == "'unet' \\| 'resunet' \\| 'attention_unet' \\| 'segresnet'"
     assert rows["AUGMENTOR.ENABLE"][2] == "`false`"
 
 

@@ -82,7 +82,7 @@ def test_torchscript_runs_without_segflow(checkpoint, tmp_path) -> None:
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _expected(checkpoint, x), atol=TOLERANCE)
 
 
-@pytest.mark.parametrize(("ndim", "architecture", "classes"), [("3D", "unet", 3), ("2D", "resunet", 4), ("3D", "attention_unet", 2)])
+@pytest.mark.parametrize(("ndim", "architecture", "classes"), [("3D", "unet", 3), ("2D", "resunet", 4), ("3D", "attention_unet", 2), ("2D", "segresnet", 3)])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_every_format_holds_each_network_in_2d_and_3d(tmp_path, ndim, architecture, classes, fmt) -> None:
     checkpoint = _untrained(tmp_path, ndim, architecture, classes)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monai.networks.nets import AttentionUnet, DynUNet
+from monai.networks.nets import AttentionUnet, DynUNet, SegResNet
 
 from segflow.config.loader import build_config
+from segflow.errors import SegflowError
 from segflow.evaluation.metrics import confusion, scores
 from segflow.models.losses import SegmentationLoss, class_weights
 from segflow.models.networks import build_model, divisor, strides
@@ -20,7 +21,7 @@ def _cfg(**sections):
     return build_config(tree)[0]
 
 
-@pytest.mark.parametrize("arch", ["unet", "resunet", "attention_unet"])
+@pytest.mark.parametrize("arch", ["unet", "resunet", "attention_unet", "segresnet"])
 @pytest.mark.parametrize(("ndim", "patch", "shape"), [("2D", "(32, 32, 2)", (32, 32)), ("3D", "(8, 16, 16, 1)", (8, 16, 16))])
 @pytest.mark.parametrize("n_classes", [2, 4])
 def test_architectures_2d_3d_output_channels(arch, ndim, patch, shape, n_classes):
@@ -29,7 +30,15 @@ def test_architectures_2d_3d_output_channels(arch, ndim, patch, shape, n_classes
     x = torch.randn(2, cfg.in_channels, *shape)
     y = net(x)
     assert y.shape == (2, 1 if n_classes == 2 else n_classes, *shape)
-    assert isinstance(net, AttentionUnet if arch == "attention_unet" else DynUNet)
+    assert isinstance(net, {"attention_unet": AttentionUnet, "segresnet": SegResNet}.get(arch, DynUNet))
+
+
+def test_segresnet_s_rules_are_one_line_each():
+    with pytest.raises(SegflowError, match=r"FEATURE_MAPS \[4, 8, 32\]: segresnet doubles its channels at each level; give \[4, 8, 16\]"):
+        build_config({"MODEL": {"ARCHITECTURE": "segresnet", "FEATURE_MAPS": [4, 8, 32]}})
+    with pytest.raises(SegflowError, match="segresnet halves every axis at every level"):
+        build_config({"PROBLEM": {"NDIM": "3D"}, "DATA": {"PATCH_SIZE": "(8, 16, 16, 1)"},
+                      "MODEL": {"ARCHITECTURE": "segresnet", "FEATURE_MAPS": [4, 8, 16], "Z_DOWN": [1, 2]}})  # fmt: skip
 
 
 def test_resunet_has_residual_blocks_and_dropout_is_used():

@@ -172,6 +172,22 @@ def test_load_checkpoint_from_other_architecture_is_a_clear_error(cli, tmp_path,
     assert code == 2 and "do not fit" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("ndim", ["2D", "3D"])
+def test_segresnet_trains_tests_and_predicts(cli, tmp_path, data2d, data3d, ndim):
+    """MONAI's SegResNet through the whole job: 2 steps of training, the test phase, and segflow predict."""
+    data = data2d if ndim == "2D" else data3d
+    tree = tiny_config(data, ndim, MODEL={"ARCHITECTURE": "segresnet"}, TRAIN={"EPOCHS": 1, "BATCH_SIZE": 2},
+                       DATA={"TRAIN": {"REPLICATE": 1}, "EXTRACT_RANDOM_PATCH": True})  # fmt: skip
+    code, out, err = _run(cli, tmp_path, tree)
+    assert code == 0, err
+    assert "Model: segresnet" in out and "Test Foreground IoU" in out
+    best = tmp_path / "res" / "t" / "checkpoints" / "t_1-checkpoint-best.pth"
+    image = next((data / "test" / "x").iterdir())
+    code, _, err = cli("predict", best, image, tmp_path / "p.tif", "--gpu", "cpu")
+    assert code == 0, err
+    assert tifffile.imread(tmp_path / "p.tif").shape == tifffile.imread(image).shape
+
+
 def test_fine_tuning_with_another_class_count_starts_the_output_layer_anew(cli, checkpoint, data2d, tmp_path):
     """A 2-class checkpoint into a 3-class network: every tensor but the output layer's is the checkpoint's, the
     output layer keeps its fresh initialisation, and the run says so and trains."""

@@ -230,10 +230,12 @@ class AugmentorConfig(Section):
 
 # --------------------------------------------------------------------------------------------- MODEL
 class ModelConfig(Section):
-    ARCHITECTURE: Literal["unet", "resunet", "attention_unet"] = Field(
+    ARCHITECTURE: Literal["unet", "resunet", "attention_unet", "segresnet"] = Field(
         "unet",
         description="'unet' (MONAI DynUNet: nnU-Net's U-Net, two convolutions per level, strided downsampling), "
-        "'resunet' (MONAI DynUNet with residual blocks) or 'attention_unet' (MONAI AttentionUnet).",
+        "'resunet' (MONAI DynUNet with residual blocks), 'attention_unet' (MONAI AttentionUnet) or 'segresnet' (MONAI "
+        "SegResNet: residual blocks, channels doubling from FEATURE_MAPS[0], weight-free upsampling; 'none' "
+        "normalisation is one group norm; no Z_DOWN).",
     )
     FEATURE_MAPS: list[int] = Field([16, 32, 64, 128, 256], min_length=3, description="Channels per level, from top to bottom (at least 3 levels); each level halves the resolution.")
     DROPOUT_VALUES: list[float] = Field(
@@ -260,6 +262,11 @@ class ModelConfig(Section):
             raise ValueError(f"DROPOUT_VALUES {self.DROPOUT_VALUES}: every value must be in [0, 1)")
         if self.KERNEL_SIZE < 1 or self.KERNEL_SIZE % 2 == 0:
             raise ValueError(f"KERNEL_SIZE {self.KERNEL_SIZE}: must be a positive odd number")
+        doubling = [self.FEATURE_MAPS[0] * 2**i for i in range(len(self.FEATURE_MAPS))]
+        if self.ARCHITECTURE == "segresnet" and doubling != self.FEATURE_MAPS:
+            raise ValueError(f"FEATURE_MAPS {self.FEATURE_MAPS}: segresnet doubles its channels at each level; give {doubling}")
+        if self.ARCHITECTURE == "segresnet" and (self.Z_DOWN or self.KERNEL_SIZE != 3):
+            raise ValueError("segresnet halves every axis at every level with 3x3 convolutions; leave Z_DOWN empty and KERNEL_SIZE 3, or use unet")
         return self
 
 

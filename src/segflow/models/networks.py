@@ -2,7 +2,7 @@
 
 ``unet`` and ``resunet`` are MONAI's DynUNet (nnU-Net's design: two convolutions per level, strided
 downsampling, any depth, anisotropic strides), without and with residual blocks. ``attention_unet`` is
-MONAI's AttentionUnet, which always uses batch normalisation.
+MONAI's AttentionUnet, which always uses batch normalisation. ``segresnet`` is MONAI's SegResNet.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 
 import torch
-from monai.networks.nets import AttentionUnet, DynUNet
+from monai.networks.nets import AttentionUnet, DynUNet, SegResNet
 
 from segflow.config.schema import Config
 from segflow.encodings import get_encoding
 
 # MONAI's get_norm_layer builds an Identity for the name "": a network with no normalisation layers.
 _NORMS = {"bn": "batch", "in": "instance", "none": ""}
+_SEGRESNET_NORMS = {"bn": "batch", "in": "instance", "none": ("group", {"num_groups": 1})}  # SegResNet needs a norm layer
 
 
 def strides(cfg: Config) -> list[tuple[int, ...] | int]:
@@ -60,6 +61,20 @@ def _network(cfg: Config) -> torch.nn.Module:
     # MONAI's networks take one dropout rate; the largest of BiaPy's per-level values is used.
     dropout = max(m.DROPOUT_VALUES, default=0.0)
     level_strides = strides(cfg)
+    if m.ARCHITECTURE == "segresnet":
+        # MONAI's SegResNet (Myronenko 2018): residual blocks, 1, 2, ..., 2, 4 of them down the levels, one up; its
+        # channels double from FEATURE_MAPS[0] (the schema checks that they do), and it upsamples without weights.
+        levels = len(m.FEATURE_MAPS)
+        return SegResNet(
+            spatial_dims=cfg.ndim,
+            init_filters=m.FEATURE_MAPS[0],
+            in_channels=cfg.in_channels,
+            out_channels=get_encoding(cfg).out_channels(),
+            dropout_prob=dropout or None,
+            norm=_SEGRESNET_NORMS[m.NORMALIZATION],
+            blocks_down=(1, *([2] * (levels - 2)), 4),
+            blocks_up=(1,) * (levels - 1),
+        )
     if m.ARCHITECTURE == "attention_unet":
         return AttentionUnet(
             spatial_dims=cfg.ndim,
