@@ -97,22 +97,39 @@ def previous(path: str | Path) -> Path:
 NET_PREFIX = "net."
 
 
-def load_weights(net: torch.nn.Module, ckpt: dict, path: str | os.PathLike, what: str, new_head: bool = False) -> list[str]:
-    """Load a checkpoint's network weights into ``net`` (strictly), or say that they do not fit ``what``. With
-    ``new_head`` the tensors of another shape (the output layer of another class count) keep ``net``'s fresh values;
-    their names are returned."""
+def load_weights(net: torch.nn.Module, ckpt: dict, path: str | os.PathLike, what: str, skip: str = "") -> list[str]:
+    """Load a checkpoint's network weights into ``net``, or say that they do not fit ``what``. ``skip`` '': strictly;
+    'shape': tensors of another shape (the output layer of another class count) keep ``net``'s fresh values;
+    'unmatched' (MODEL.SKIP_UNMATCHED_LAYERS, the Crick's transfer_weights): so does every tensor whose name and shape
+    the checkpoint lacks (a wider or deeper network), the checkpoint's other tensors left out. Returns the names of
+    the fresh tensors."""
     state = ckpt["state_dict"]
     weights = {k.removeprefix(NET_PREFIX): v for k, v in state.items() if k.startswith(NET_PREFIX)}
-    own = net.state_dict()
-    fresh = [k for k, v in weights.items() if new_head and k in own and own[k].shape != v.shape]
-    weights |= {k: own[k] for k in fresh}
+    fresh: list[str] = []
     try:
         if len(weights) != len(state):
             raise RuntimeError(f"unexpected keys {sorted(set(state) - {NET_PREFIX + k for k in weights})[:3]}")
+        if skip:
+            weights, fresh = _fitting(net, weights, skip == "unmatched")
+            if skip == "unmatched" and not {k for k, _ in net.named_parameters()} - set(fresh):
+                raise SegflowError(f"checkpoint {path}: none of its layers has the name and shape of one of {what}; train a new model")
         net.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise SegflowError(f"checkpoint {path}: its weights do not fit {what} ({str(exc).splitlines()[0]})") from None
     return fresh
+
+
+def _fitting(net: torch.nn.Module, weights: dict, unmatched: bool) -> tuple[dict, list[str]]:
+    """``(the state dict to load, the first names of the tensors that keep net's values)``: those of another shape
+    than the checkpoint's, and with ``unmatched`` those the checkpoint lacks too (without it, a missing tensor stays
+    missing: an error). MONAI's DynUNet keeps each layer under two names (its levels and its skip path): a tensor is
+    judged by its first name, and all its names get one value."""
+    own = net.state_dict()
+    first = {t.data_ptr(): k for k, t in [*net.named_parameters(), *net.named_buffers()] if t.numel()}
+    name = {k: first.get(t.data_ptr(), k) if t.numel() else k for k, t in own.items()}
+    keep = {n for n in set(name.values()) if (n in weights or unmatched) and (n not in weights or weights[n].shape != own[n].shape)}
+    loaded = {k: own[k] if name[k] in keep else weights[name[k]] for k in own if name[k] in keep or name[k] in weights}
+    return loaded, sorted(keep)
 
 
 def load_network(path: str | os.PathLike) -> tuple[torch.nn.Module, Config, dict]:

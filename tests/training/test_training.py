@@ -198,7 +198,7 @@ def test_fine_tuning_with_another_class_count_starts_the_output_layer_anew(cli, 
     net = build_model(cfg)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     saved = load_checkpoint(checkpoint)
-    fresh = load_weights(net, saved, checkpoint, "MODEL.*", new_head=True)
+    fresh = load_weights(net, saved, checkpoint, "MODEL.*", skip="shape")
     assert fresh and all("output" in k or "out" in k for k in fresh), fresh
     for key, value in net.state_dict().items():
         expected = before[key] if key in fresh else saved["state_dict"]["net." + key]
@@ -208,6 +208,32 @@ def test_fine_tuning_with_another_class_count_starts_the_output_layer_anew(cli, 
     code, out, err = _run(cli, tmp_path, tree)
     assert code == 0, err
     assert f"MODEL.N_CLASSES 3: the checkpoint was trained for 2; its output layer ({', '.join(fresh)}) starts anew" in out
+
+
+def test_a_deeper_network_starts_from_a_smaller_one_s_matching_layers(cli, checkpoint, data2d, tmp_path):
+    """MODEL.SKIP_UNMATCHED_LAYERS (the Crick's transfer_weights): a 4-level network from the 3-level checkpoint takes
+    every tensor of the same name and shape, the others keep their fresh values; off, the same config is refused."""
+    from segflow.checkpoint import load_checkpoint, load_weights
+    from segflow.models.networks import build_model
+
+    model = {"FEATURE_MAPS": [4, 8, 16, 32], "LOAD_CHECKPOINT": True, "SKIP_UNMATCHED_LAYERS": True}
+    cfg, _ = build_config(tiny_config(data2d, MODEL=model))
+    net = build_model(cfg)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    saved = load_checkpoint(checkpoint)["state_dict"]
+    fresh = load_weights(net, {"state_dict": saved}, checkpoint, "MODEL.*", skip="unmatched")
+    params = dict(net.named_parameters())  # each tensor under its first name (DynUNet has aliases)
+    first = {*params, *(k for k, b in net.named_buffers() if b.numel())}
+    assert 0 < len(set(fresh) & set(params)) < len(params)
+    for key, value in params.items():
+        assert torch.equal(value, before[key] if key in fresh else saved["net." + key]), key
+    tree = tiny_config(data2d, MODEL=model, PATHS={"CHECKPOINT_FILE": str(checkpoint)}, TRAIN={"EPOCHS": 1}, TEST={"ENABLE": False})
+    code, out, err = _run(cli, tmp_path, tree)
+    assert code == 0, err
+    assert f"MODEL.SKIP_UNMATCHED_LAYERS: {len(first) - len(fresh)} of the network's {len(first)} tensors from the checkpoint, {len(fresh)} start anew" in out
+    tree["MODEL"]["SKIP_UNMATCHED_LAYERS"] = False
+    code, _, err = _run(cli, tmp_path, tree, run_id="2")
+    assert code == 2 and "MODEL.FEATURE_MAPS=[4, 8, 16] in the checkpoint, [4, 8, 16, 32] in the config" in err
 
 
 @pytest.mark.parametrize(("name", "cls"), [("SGD", torch.optim.SGD), ("ADAM", torch.optim.Adam), ("ADAMW", torch.optim.AdamW)])

@@ -261,7 +261,9 @@ def _plan(
         check_resume(cfg, paths, resume)
     if train_now and resume is None and cfg.MODEL.LOAD_CHECKPOINT:  # the checkpoint to fine-tune from fits this network
         start = choose_checkpoint(cfg, paths)
-        check_model_matches(start, load_checkpoint(start), cfg, new_head=True)
+        saved = load_checkpoint(start)
+        if not cfg.MODEL.SKIP_UNMATCHED_LAYERS:
+            check_model_matches(start, saved, cfg, new_head=True)
     data = load_data(cfg) if train_now else None
     if data is not None:
         check_split_fits_patch(cfg, data.train, data.val)

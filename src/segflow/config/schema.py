@@ -252,6 +252,9 @@ class ModelConfig(Section):
     Z_DOWN: list[int] = Field([], description="3D: per level, 1 to keep z (no pooling along z), 2 to halve it; empty = halve at every level.")
     LOAD_CHECKPOINT: bool = Field(False, description="Start from a checkpoint: PATHS.CHECKPOINT_FILE, or this job's best checkpoint. Required to test without training.")
     LOAD_CHECKPOINT_EPOCH: Literal["best_on_val", "last_on_train"] = Field("best_on_val", description="Which of the job's checkpoints LOAD_CHECKPOINT and the test phase use.")
+    SKIP_UNMATCHED_LAYERS: bool = Field(False, description="segflow key. (Later BiaPy versions have it.) With LOAD_CHECKPOINT: load only the checkpoint's tensors whose name and shape "
+        "this network has, the others starting anew (a wider or deeper network from a smaller one's matching layers, the Crick's "
+        "transfer_weights); the run says how many. Off: the checkpoint must be of this network (another N_CLASSES is fine).")
     BMZ: BmzConfig = BmzConfig()
 
     @model_validator(mode="after")

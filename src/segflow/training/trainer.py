@@ -124,13 +124,8 @@ def train(
     if cfg.MODEL.LOAD_CHECKPOINT:
         start = choose_checkpoint(cfg, paths)
         ckpt = load_checkpoint(start)
-        check_model_matches(start, ckpt, cfg, new_head=True)
-        fresh = load_weights(model.net, ckpt, start, "MODEL.* of this config", new_head=True)
         print(f"Starting from the weights in {start}")
-        if fresh:
-            was = Config.model_validate(ckpt["hyper_parameters"]["config"]).MODEL.N_CLASSES
-            print(f"MODEL.N_CLASSES {cfg.MODEL.N_CLASSES}: the checkpoint was trained for {was}; its output layer ({', '.join(fresh)}) "
-                  "starts anew, every other layer from the checkpoint")  # fmt: skip
+        start_from(model.net, cfg, start, ckpt)
     prec = precision(cfg, accelerator)
     # The processes of a DDP run wait SYSTEM.DIST_TIMEOUT for each other, then stop with one line (app/dist_errors.py).
     ddp = DDPStrategy(timeout=datetime.timedelta(seconds=cfg.SYSTEM.DIST_TIMEOUT)) if strategy == "ddp" else strategy
@@ -167,6 +162,24 @@ def train(
         print_end(early, epoch_log.rows, monitor, best_path)
         atomic_write_text(paths.finished_marker, json.dumps({"epochs": trainer.current_epoch, "best": str(best_path)}))
     return best_path
+
+
+def start_from(net: torch.nn.Module, cfg: Config, path: Path, ckpt: dict) -> None:
+    """MODEL.LOAD_CHECKPOINT: ``net`` from checkpoint ``path``'s weights, saying what starts anew: the output layer
+    for another MODEL.N_CLASSES; with MODEL.SKIP_UNMATCHED_LAYERS every tensor whose name and shape the checkpoint
+    lacks (a wider or deeper network from a smaller one)."""
+    if cfg.MODEL.SKIP_UNMATCHED_LAYERS:
+        fresh = load_weights(net, ckpt, path, "MODEL.* of this config", skip="unmatched")
+        total = len({*(k for k, _ in net.named_parameters()), *(k for k, b in net.named_buffers() if b.numel())})  # aliases once
+        print(f"MODEL.SKIP_UNMATCHED_LAYERS: {total - len(fresh)} of the network's {total} tensors from the checkpoint, "
+              f"{len(fresh)} start anew" + (f" (e.g. {fresh[0]})" if fresh else ""))  # fmt: skip
+        return
+    check_model_matches(path, ckpt, cfg, new_head=True)
+    fresh = load_weights(net, ckpt, path, "MODEL.* of this config", skip="shape")
+    if fresh:
+        was = Config.model_validate(ckpt["hyper_parameters"]["config"]).MODEL.N_CLASSES
+        print(f"MODEL.N_CLASSES {cfg.MODEL.N_CLASSES}: the checkpoint was trained for {was}; its output layer ({', '.join(fresh)}) "
+              "starts anew, every other layer from the checkpoint")  # fmt: skip
 
 
 def check_world(cfg: Config, world: int, patches: int) -> None:
