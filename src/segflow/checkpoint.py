@@ -119,13 +119,17 @@ def load_weights(net: torch.nn.Module, ckpt: dict, path: str | os.PathLike, what
     return fresh
 
 
+def first_names(net: torch.nn.Module) -> dict[int, str]:
+    """Each distinct non-empty tensor of ``net``, by storage address, under its first name: MONAI's DynUNet keeps each
+    layer under two names (its levels and its skip path)."""
+    return {t.data_ptr(): k for k, t in [*net.named_parameters(), *net.named_buffers()] if t.numel()}
+
+
 def _fitting(net: torch.nn.Module, weights: dict, unmatched: bool) -> tuple[dict, list[str]]:
     """``(the state dict to load, the first names of the tensors that keep net's values)``: those of another shape
     than the checkpoint's, and with ``unmatched`` those the checkpoint lacks too (without it, a missing tensor stays
-    missing: an error). MONAI's DynUNet keeps each layer under two names (its levels and its skip path): a tensor is
-    judged by its first name, and all its names get one value."""
-    own = net.state_dict()
-    first = {t.data_ptr(): k for k, t in [*net.named_parameters(), *net.named_buffers()] if t.numel()}
+    missing: an error). A tensor of several names (``first_names``) is judged by its first, and all get one value."""
+    own, first = net.state_dict(), first_names(net)
     name = {k: first.get(t.data_ptr(), k) if t.numel() else k for k, t in own.items()}
     keep = {n for n in set(name.values()) if (n in weights or unmatched) and (n not in weights or weights[n].shape != own[n].shape)}
     loaded = {k: own[k] if name[k] in keep else weights[name[k]] for k in own if name[k] in keep or name[k] in weights}

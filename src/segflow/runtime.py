@@ -167,9 +167,14 @@ def precision(cfg: Config, accelerator: str) -> str:
     return {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[dtype]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def worker_warning(workers: int) -> str | None:
     """segflow's line, in place of torch's (twice-printed) one, when SYSTEM.NUM_WORKERS exceeds the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     if workers <= cores:
         return None
     return (

@@ -64,11 +64,12 @@ def spawn(
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from segflow.runtime import usable_cores
+
     backend, endpoint, configs = rendezvous(nodes, timeout, os.environ)
     env = {SPAWNED: "1"} | ({"CUDA_VISIBLE_DEVICES": visible_gpus(gpus, os.environ)} if gpus else {})
     if "OMP_NUM_THREADS" not in os.environ:  # the processes share the cores (torchrun gives each one thread)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        env["OMP_NUM_THREADS"] = str(max(1, cores // processes))
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // processes))
     launch = LaunchConfig(
         min_nodes=nodes, max_nodes=nodes, nproc_per_node=processes, rdzv_backend=backend, rdzv_endpoint=endpoint,
         rdzv_configs=configs, run_id=f"segflow-{uuid.uuid4()}" if nodes == 1 else "segflow", max_restarts=0,

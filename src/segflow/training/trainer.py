@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from monai.data import DataLoader
 
-from segflow.checkpoint import check_model_matches, load_checkpoint, load_weights
+from segflow.checkpoint import check_model_matches, first_names, load_checkpoint, load_weights
 from segflow.config.schema import Config
 from segflow.data.augment import write_aug_samples
 from segflow.data.loading import TrainData
@@ -170,7 +170,7 @@ def start_from(net: torch.nn.Module, cfg: Config, path: Path, ckpt: dict) -> Non
     lacks (a wider or deeper network from a smaller one)."""
     if cfg.MODEL.SKIP_UNMATCHED_LAYERS:
         fresh = load_weights(net, ckpt, path, "MODEL.* of this config", skip="unmatched")
-        total = len({*(k for k, _ in net.named_parameters()), *(k for k, b in net.named_buffers() if b.numel())})  # aliases once
+        total = len(first_names(net))
         print(f"MODEL.SKIP_UNMATCHED_LAYERS: {total - len(fresh)} of the network's {total} tensors from the checkpoint, "
               f"{len(fresh)} start anew" + (f" (e.g. {fresh[0]})" if fresh else ""))  # fmt: skip
         return
