@@ -99,7 +99,7 @@ def test_check_applies_overrides(cli, tmp_path: Path, data2d: Path) -> None:
 # --------------------------------------------------------------------------------------------- init, reference
 @pytest.mark.parametrize(("ndim", "patch_len"), [("2D", 3), ("3D", 4)])
 def test_init_writes_a_commented_config_that_loads(cli, tmp_path: Path, ndim: str, patch_len: int) -> None:
-    from segflow.training.datasets import check_patch_fits_model
+    from segflow.models.networks import check_model
 
     code, out, err = cli("init", "--ndim", ndim)
     assert code == 0, err
@@ -113,7 +113,7 @@ def test_init_writes_a_commented_config_that_loads(cli, tmp_path: Path, ndim: st
     assert len(cfg.DATA.PATCH_SIZE) == patch_len
     assert cfg.TRAIN.ENABLE and cfg.TEST.ENABLE
     assert str(tmp_path.resolve() / "data/train/x") == cfg.DATA.TRAIN.PATH
-    check_patch_fits_model(cfg)  # a starting config must not fail on its own patch size
+    check_model(cfg)  # a starting config must not fail on its own patch size
     if ndim == "3D":
         assert cfg.AUGMENTOR.ZFLIP is True
 

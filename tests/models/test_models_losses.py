@@ -11,7 +11,7 @@ from segflow.config.loader import build_config
 from segflow.errors import SegflowError
 from segflow.evaluation.metrics import confusion, scores
 from segflow.models.losses import SegmentationLoss, class_weights
-from segflow.models.networks import build_model, divisor, strides
+from segflow.models.networks import build_model, check_model, divisor, strides
 
 
 def _cfg(**sections):
@@ -34,11 +34,11 @@ def test_architectures_2d_3d_output_channels(arch, ndim, patch, shape, n_classes
 
 
 def test_segresnet_s_rules_are_one_line_each():
-    with pytest.raises(SegflowError, match=r"FEATURE_MAPS \[4, 8, 32\]: segresnet doubles its channels at each level; give \[4, 8, 16\]"):
-        build_config({"MODEL": {"ARCHITECTURE": "segresnet", "FEATURE_MAPS": [4, 8, 32]}})
+    with pytest.raises(SegflowError, match=r"MODEL.FEATURE_MAPS \[4, 8, 32\]: segresnet doubles its channels at each level; give \[4, 8, 16\]"):
+        check_model(build_config({"MODEL": {"ARCHITECTURE": "segresnet", "FEATURE_MAPS": [4, 8, 32]}})[0])
     with pytest.raises(SegflowError, match="segresnet halves every axis at every level"):
-        build_config({"PROBLEM": {"NDIM": "3D"}, "DATA": {"PATCH_SIZE": "(8, 16, 16, 1)"},
-                      "MODEL": {"ARCHITECTURE": "segresnet", "FEATURE_MAPS": [4, 8, 16], "Z_DOWN": [1, 2]}})  # fmt: skip
+        check_model(build_config({"PROBLEM": {"NDIM": "3D"}, "DATA": {"PATCH_SIZE": "(8, 16, 16, 1)"},
+                                  "MODEL": {"ARCHITECTURE": "segresnet", "FEATURE_MAPS": [4, 8, 16], "Z_DOWN": [1, 2]}})[0])  # fmt: skip
 
 
 def test_resunet_has_residual_blocks_and_dropout_is_used():

@@ -131,11 +131,11 @@ def _placeholders(shapes: list[tuple[Path, tuple[int, ...]]]) -> list[Sample]:
 
 def check(config_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Validate the config and read every image and mask it names, printing what was found."""
-    from segflow.training.datasets import check_patch_fits_model
+    from segflow.models.networks import check_model
 
     cfg, warnings = load_config(config_path, overrides)
     print_warnings(warnings)
-    check_patch_fits_model(cfg)
+    check_model(cfg)
     d = cfg.DATA
     print(f"Config {config_path}: valid ({cfg.PROBLEM.NDIM}, {cfg.MODEL.N_CLASSES} classes, patch {tuple(d.PATCH_SIZE)}, {cfg.MODEL.ARCHITECTURE})")
     if cfg.TRAIN.ENABLE:

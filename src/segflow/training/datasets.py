@@ -9,21 +9,6 @@ from segflow.data.augment import build_augmentation
 from segflow.data.loading import TrainData, load_train_data
 from segflow.data.patches import PatchDataset, fit_to_patch
 from segflow.encodings import get_encoding
-from segflow.errors import SegflowError
-from segflow.models.networks import divisor
-
-
-def check_patch_fits_model(cfg: Config) -> None:
-    """The network halves the patch at each level, so its size must divide evenly."""
-    div = divisor(cfg)
-    bad = [(p, d) for p, d in zip(cfg.spatial_patch, div) if p % d]
-    if bad:
-        fixed = tuple(max(d, round(p / d) * d) for p, d in zip(cfg.spatial_patch, div))
-        raise SegflowError(
-            f"DATA.PATCH_SIZE {tuple(cfg.DATA.PATCH_SIZE)}: each spatial size must be a multiple of {div} for "
-            f"{len(cfg.MODEL.FEATURE_MAPS)} MODEL.FEATURE_MAPS levels; use e.g. {fixed + (cfg.in_channels,)} or fewer levels"
-        )
-
 
 # Validation patches of data read patch by patch (larger than RAM): at most this many, evenly spaced over the grid.
 LAZY_VAL_PATCHES = 256

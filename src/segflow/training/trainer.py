@@ -32,9 +32,10 @@ from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
 from segflow.io.atomic import atomic_write_text
 from segflow.io.paths import RunPaths
+from segflow.models.networks import check_model
 from segflow.runtime import is_rank_zero, num_workers, precision, resolve_devices, trainer_layout, worker_warning
 from segflow.training.callbacks import AtomicCheckpoint, EpochLog, FirstEpochSeeds, best_line
-from segflow.training.datasets import check_patch_fits_model, load_data, make_datasets
+from segflow.training.datasets import load_data, make_datasets
 from segflow.training.module import SegModel
 from segflow.training.runstate import check_resume, choose_checkpoint
 from segflow.training.sampler import EpochSeededSampler, ShardSampler
@@ -67,7 +68,7 @@ def train(
 
     ``callbacks``: extra Lightning callbacks (timers, probes), run after segflow's own.
     """
-    check_patch_fits_model(cfg)
+    check_model(cfg)
     L.seed_everything(cfg.SYSTEM.SEED, workers=True, verbose=False)
     if cfg.SYSTEM.NUM_CPUS > 0:
         torch.set_num_threads(cfg.SYSTEM.NUM_CPUS)
