@@ -72,6 +72,18 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, data2d: Path) -> Path:
     return root / "m" / "checkpoints" / "m_1-checkpoint-best.pth"
 
 
+@pytest.fixture(scope="session")
+def package(checkpoint: Path, data2d: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float, list[str]]:
+    """``checkpoint`` exported once as a BioImage Model Zoo package (read-only): ``(its path, the check's difference,
+    what export said)``."""
+    from segflow.app.export import export_model
+
+    lines: list[str] = []
+    path, difference = export_model(checkpoint, "bioimageio", tmp_path_factory.mktemp("bmz") / "m.zip", data2d / "test" / "x" / "img_000.tif",
+                                    say=lines.append)  # fmt: skip
+    return path, difference, lines
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture):
     """Run ``segflow ARGS`` in-process; return ``(exit_code, stdout, stderr)``."""

@@ -419,6 +419,12 @@ def _no_master_address(c: Ctx) -> list[str]:
     return c.run(c.config(SYSTEM={"NUM_NODES": 2}))
 
 
+def _testing_package(c: Ctx, rdf: dict) -> list[str]:
+    """A test-only run whose PATHS.CHECKPOINT_FILE is a zip holding ``rdf`` as its rdf.yaml."""
+    _package(c, rdf)
+    return c.run(c.config(TRAIN={"ENABLE": False}, PATHS={"CHECKPOINT_FILE": str(c.tmp / "pkg.zip")}))
+
+
 def _package(c: Ctx, rdf: dict, name: str = "pkg.zip") -> list[str]:
     """``segflow predict`` with a zip holding ``rdf`` as its rdf.yaml (and an empty weights file)."""
     import zipfile
@@ -543,7 +549,7 @@ CASES = [
     Case("wrong_type_bool_for_number", lambda c: c.run(c.config(TRAIN={"EPOCHS": True})), ("{config}", "TRAIN.EPOCHS", "not true/false", "the default is 360"), "write a number"),
     Case("wrong_type_list_for_number", lambda c: c.run(c.config(TRAIN={"LR": [0.1, 0.2]})), ("{config}", "TRAIN.LR", "valid number", "[0.1, 0.2]"), "write one number"),
     Case("wrong_type_patch_size_text", lambda c: c.run(c.config(DATA={"PATCH_SIZE": "big"})), ("{config}", "DATA.PATCH_SIZE", "valid tuple", "'big'"), "write the patch as (y, x, c) or (z, y, x, c)"),
-    Case("unknown_choice", lambda c: c.run(c.config(MODEL={"ARCHITECTURE": "unet3"})), ("{config}", "MODEL.ARCHITECTURE", "'unet', 'resunet', 'attention_unet' or 'segresnet'"), "use one of the values listed"),
+    Case("unknown_choice", lambda c: c.run(c.config(MODEL={"ARCHITECTURE": "unet3"})), ("{config}", "MODEL.ARCHITECTURE", "'unet', 'resunet', 'attention_unet', 'segresnet', 'seunet', 'multiresunet', 'resunet++', 'unetr', 'swinunetr' or 'flexible_unet'"), "use one of the values listed"),
     Case("zero_epochs", lambda c: c.run(c.config(TRAIN={"EPOCHS": 0})), ("{config}", "TRAIN.EPOCHS", "greater than 0", "(got 0)"), "set TRAIN.EPOCHS to a positive number"),
     Case("negative_epochs", lambda c: c.run(c.config(TRAIN={"EPOCHS": -3})), ("{config}", "TRAIN.EPOCHS", "greater than 0", "(got -3)"), "set TRAIN.EPOCHS to a positive number"),
     Case("zero_learning_rate", lambda c: c.run(c.config(TRAIN={"LR": 0})), ("{config}", "TRAIN.LR", "greater than 0", "(got 0)"), "set TRAIN.LR to a positive number, e.g. 0.001"),
@@ -1073,6 +1079,31 @@ CASES = [
         "choose --format onnx, torchscript or bioimageio",
     ),
     Case(
+        "export_opset_unsupported",
+        lambda c: ["export", str(c.checkpoint), "--format", "onnx", "--opset", "30"],
+        ("--opset 30: torch", "writes ONNX opsets 11 to 20"),
+        "give --opset between 11 and 20 (17, the default, runs on onnxruntime 1.16 and later)",
+    ),
+    Case(
+        "bmz_source_not_local",
+        lambda c: c.run(c.config(MODEL={"SOURCE": "bmz", "BMZ": {"SOURCE_MODEL_ID": "affable-shark"}})),
+        ("MODEL.BMZ.SOURCE_MODEL_ID 'affable-shark': no such file or folder", "segflow downloads nothing"),
+        "download the package's .zip from bioimage.io and give its path",
+    ),
+    Case(
+        "bmz_source_without_id",
+        lambda c: c.run(c.config(MODEL={"SOURCE": "bmz"})),
+        ("MODEL.SOURCE bmz: give the package in MODEL.BMZ.SOURCE_MODEL_ID",),
+        "give the package's .zip or folder in MODEL.BMZ.SOURCE_MODEL_ID",
+    ),
+    Case(
+        "checkpoint_optimizer_other",
+        lambda c: c.run(c.config(MODEL={"LOAD_CHECKPOINT": True, "LOAD_CHECKPOINT_ONLY_WEIGHTS": False}, TRAIN={"OPTIMIZER": "SGD"},
+                                 PATHS={"CHECKPOINT_FILE": str(c.checkpoint)})),
+        ("MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS false: checkpoint {checkpoint} holds the state of a ADAMW optimizer", "set TRAIN.OPTIMIZER ADAMW"),
+        "set TRAIN.OPTIMIZER as when the checkpoint was trained, or MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS: true",
+    ),
+    Case(
         "export_package_without_image",
         lambda c: ["export", str(c.checkpoint), "--format", "bioimageio", "--out", str(c.tmp / "m.zip")],
         ("--format bioimageio needs --image", "test input and cover"),
@@ -1086,9 +1117,15 @@ CASES = [
     ),
     Case(
         "package_not_from_segflow",
-        lambda c: _package(c, {"format_version": "0.5.4", "type": "model", "weights": {"onnx": {"source": "weights.pt"}}}),
-        ("{tmp}/pkg.zip: a BioImage Model Zoo package that segflow did not write", "bioimageio predict"),
-        "predict with it through bioimageio.core (bioimageio predict)",
+        lambda c: _testing_package(c, {"format_version": "0.5.4", "type": "model", "weights": {"onnx": {"source": "weights.pt"}}}),
+        ("{tmp}/pkg.zip: a BioImage Model Zoo package that segflow did not write", "segflow predict runs it on image files"),
+        "predict with it through segflow predict PACKAGE IMAGE OUTPUT; only segflow's own packages are tested or fine-tuned",
+    ),
+    Case(
+        "package_weights_segflow_cannot_run",
+        lambda c: _package(c, {"format_version": "0.5.4", "type": "model", "weights": {"tensorflow_saved_model_bundle": {"source": "weights.pt"}}}),
+        ("{tmp}/pkg.zip: its weights are tensorflow_saved_model_bundle, which segflow cannot run", "torchscript, pytorch_state_dict, onnx"),
+        "export the model again as torchscript, pytorch_state_dict or onnx weights",
     ),
     Case(
         "package_without_state_dict",

@@ -19,12 +19,14 @@ def test_the_readme_has_yaml_examples() -> None:
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_each_yaml_example_builds_a_config(block: str) -> None:
+def test_each_yaml_example_builds_a_config(block: str, request: pytest.FixtureRequest) -> None:
     import textwrap
 
     tree = yaml.safe_load(textwrap.dedent(block))
+    if tree.get("MODEL", {}).get("BMZ", {}).get("SOURCE_MODEL_ID"):  # the reader's own package: a package made here
+        tree["MODEL"]["BMZ"]["SOURCE_MODEL_ID"] = str(request.getfixturevalue("package")[0])
     tree.setdefault("PROBLEM", {"NDIM": "3D" if "(64, 64, 64" in block else "2D"})
     cfg, _ = build_config(tree)
     for part in ("TRAIN", "TEST"):  # the paths given are the paths read
-        if part in tree["DATA"]:
+        if part in tree.get("DATA", {}):
             assert tree["DATA"][part]["PATH"] == getattr(cfg.DATA, part).PATH

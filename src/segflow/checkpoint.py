@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import os
-import zipfile
 from pathlib import Path
 
 import torch
 
+from segflow.config.bmz import is_package, read_package, segflow_part
+from segflow.config.model_keys import network_keys
 from segflow.config.schema import Config
 from segflow.errors import SegflowError
 from segflow.models.networks import build_model
@@ -18,9 +19,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a segflow checkpoint, or a BioImage Model Zoo package that segflow exported (as the checkpoint it holds),
     with a clear error for anything else."""
     path = Path(path)
+    if path.is_dir() and is_package(path):
+        return _from_package(path)
     if not path.is_file():
         raise SegflowError(f"checkpoint {path} not found; train first (TRAIN.ENABLE: true) or give PATHS.CHECKPOINT_FILE")
-    if _is_package(path):
+    if is_package(path):
         return _from_package(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -31,37 +34,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def _is_package(path: Path) -> bool:
-    """A zip file with an ``rdf.yaml``: a BioImage Model Zoo package (torch's own checkpoints are zip files too)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return "rdf.yaml" in archive.namelist()
-
-
 def _from_package(path: Path) -> dict:
-    """The checkpoint in a BioImage Model Zoo package (spec 0.5) that ``segflow export --format bioimageio`` wrote: its
-    pytorch_state_dict weights (the keys of a checkpoint's) and the config and normalisation it stores in
-    ``config.segflow``; read with zipfile and YAML alone."""
-    import yaml
-
-    with zipfile.ZipFile(path) as package:
-        names = set(package.namelist())
-        rdf = yaml.safe_load(package.read("rdf.yaml")) or {}
-        version, ours = str(rdf.get("format_version", "?")), (rdf.get("config") or {}).get("segflow")
-        if not version.startswith("0.5."):
-            raise SegflowError(f"{path}: a BioImage Model Zoo package of spec {version}; segflow reads spec 0.5 packages (bioimageio update-format converts one)")
-        if not ours:
-            raise SegflowError(f"{path}: a BioImage Model Zoo package that segflow did not write; predict with it through bioimageio.core (bioimageio predict)")
-        weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
-        if not weights or weights.get("source") not in names:
-            raise SegflowError(f"{path}: the package has no pytorch_state_dict weights, which segflow reads; export it again with segflow")
-        state = torch.load(io.BytesIO(package.read(weights["source"])), map_location="cpu", weights_only=True)
+    """The checkpoint in a BioImage Model Zoo package (spec 0.5, zip or folder) that ``segflow export --format
+    bioimageio`` wrote: its pytorch_state_dict weights (the keys of a checkpoint's) and the config and normalisation it
+    stores in ``config.segflow``."""
+    rdf, read = read_package(path)
+    ours = segflow_part(path, rdf)
+    weights = (rdf.get("weights") or {}).get("pytorch_state_dict") or {}
+    data = read(str(weights.get("source", "")))
+    if data is None:
+        raise SegflowError(f"{path}: the package has no pytorch_state_dict weights, which segflow reads; export it again with segflow")
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return {"state_dict": state, "hyper_parameters": {"config": ours["config"], "normalizer": ours["normalizer"]}}
 
 
 # What a checkpoint's network is built from: a config must agree on these to use its weights.
-MODEL_KEYS = ("PROBLEM.NDIM", "PROBLEM.SEMANTIC_SEG.ENCODING", "MODEL.ARCHITECTURE", "MODEL.FEATURE_MAPS", "MODEL.N_CLASSES", "MODEL.Z_DOWN", "MODEL.KERNEL_SIZE", "MODEL.NORMALIZATION")
+MODEL_KEYS = network_keys()
 
 
 def _get(cfg: Config, key: str) -> object:
@@ -85,6 +73,22 @@ def check_model_matches(path: str | os.PathLike, ckpt: dict, cfg: Config, new_he
             f"checkpoint {path}: its weights do not fit MODEL.* of this config ({shown}); "
             "set them as when the checkpoint was trained, or train a new model"
         )
+
+
+def optimizer_state(ckpt: dict, path: str | os.PathLike, cfg: Config) -> dict[str, dict]:
+    """MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS false: the checkpoint's optimizer state per parameter, by the parameter's name
+    in its network (a parameter's place in the optimizer is its place in the network's parameters)."""
+    states = ckpt.get("optimizer_states")
+    if not states:
+        raise SegflowError(f"checkpoint {path} holds no optimizer state (a package, or weights alone); set MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS: true")
+    saved = Config.model_validate(ckpt["hyper_parameters"]["config"])
+    if saved.TRAIN.OPTIMIZER != cfg.TRAIN.OPTIMIZER:
+        raise SegflowError(f"MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS false: checkpoint {path} holds the state of a {saved.TRAIN.OPTIMIZER} "
+                           f"optimizer, not of TRAIN.OPTIMIZER {cfg.TRAIN.OPTIMIZER}; set TRAIN.OPTIMIZER {saved.TRAIN.OPTIMIZER}, "
+                           "or MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS: true")  # fmt: skip
+    names = [name for name, _ in build_model(saved).named_parameters()]
+    state, order = states[0]["state"], states[0]["param_groups"][0]["params"]
+    return {names[i]: state[index] for i, index in enumerate(order) if index in state}
 
 
 def previous(path: str | Path) -> Path:

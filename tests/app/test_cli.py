@@ -227,7 +227,7 @@ BAD_CONFIG = {
         (),
         ("DATA.PREPROCESS.CLAHE.ENABLE", "BiaPy key that segflow does not implement"),
     ),
-    "literal": ({"MODEL": {"ARCHITECTURE": "unet3"}}, (), ("MODEL.ARCHITECTURE", "'unet', 'resunet', 'attention_unet' or 'segresnet'")),
+    "literal": ({"MODEL": {"ARCHITECTURE": "unet3"}}, (), ("MODEL.ARCHITECTURE", "'unet', 'resunet', 'attention_unet', 'segresnet', 'seunet', 'multiresunet', 'resunet++', 'unetr', 'swinunetr' or 'flexible_unet'")),
     "override_typo": ({}, ("-D", "TRAIN.EPOCS=3"), ("-D: unknown config key TRAIN.EPOCS", "did you mean TRAIN.EPOCHS?")),
     "override_wrong_type": ({}, ("-D", "TRAIN.EPOCHS=ten"), ("TRAIN.EPOCHS", "'ten'")),
     "override_biapy": ({}, ("-D", "DATA.PREPROCESS.CLAHE.ENABLE=true"), ("DATA.PREPROCESS.CLAHE.ENABLE", "does not implement")),

@@ -246,7 +246,6 @@ def test_biapy_values_that_mean_what_segflow_does_are_accepted_silently(tree: di
 @pytest.mark.parametrize(
     ("tree", "key"),
     [
-        ({"MODEL": {"SOURCE": "bmz"}}, "MODEL.SOURCE"),
         ({"DATA": {"TRAIN": {"RESOLUTION": "(2, 1)"}}}, "DATA.TRAIN.RESOLUTION"),
         ({"TEST": {"AUGMENTATION_MODE": "max"}}, "TEST.AUGMENTATION_MODE"),
         ({"TRAIN": {"METRICS": ["iou", "dice"]}}, "TRAIN.METRICS"),
@@ -395,7 +394,7 @@ def test_non_positive_epochs_is_an_error(value: int) -> None:
 def test_literal_error_lists_the_allowed_values() -> None:
     msg = error_of({"MODEL": {"ARCHITECTURE": "unet3"}})
     assert "MODEL.ARCHITECTURE" in msg
-    assert "'unet', 'resunet', 'attention_unet' or 'segresnet'" in msg
+    assert "'unet', 'resunet', 'attention_unet', 'segresnet', 'seunet', 'multiresunet', 'resunet++', 'unetr', 'swinunetr' or 'flexible_unet'" in msg
     assert "'unet3'" in msg
 
 
@@ -507,7 +506,7 @@ def test_reference_shows_types_and_defaults() -> None:
     rows = _rows(reference_markdown())
     assert rows["TRAIN.EPOCHS"][1:3] == ["int", "`360`"]
     assert rows["DATA.PATCH_SIZE"][2] == "`(256, 256, 1)`"
-    assert rows["MODEL.ARCHITECTURE"][1] == "'unet' \\| 'resunet' \\| 'attention_unet' \\| 'segresnet'"
+    assert rows["MODEL.ARCHITECTURE"][1] == "'unet' \\| 'resunet' \\| 'attention_unet' \\| 'segresnet' \\| 'seunet' \\| 'multiresunet' \\| 'resunet++' \\| 'unetr' \\| 'swinunetr' \\| 'flexible_unet'"
     assert rows["AUGMENTOR.ENABLE"][2] == "`false`"
 
 

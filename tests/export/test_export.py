@@ -99,15 +99,6 @@ def test_every_format_holds_each_network_in_2d_and_3d(tmp_path, ndim, architectu
         np.testing.assert_allclose(got.sum(axis=1), 1, atol=1e-5)  # softmax over the classes
 
 
-@pytest.fixture(scope="module")
-def package(checkpoint, data2d, tmp_path_factory) -> tuple[Path, float, list[str]]:
-    """The trained model exported once as a package: ``(its path, the check's difference, what export said)``."""
-    lines: list[str] = []
-    path, difference = export_model(checkpoint, "bioimageio", tmp_path_factory.mktemp("bmz") / "m.zip", data2d / "test" / "x" / "img_000.tif",
-                                    say=lines.append)  # fmt: skip
-    return path, difference, lines
-
-
 def test_a_bioimage_model_zoo_package_passes_bioimageio_core_s_test(package) -> None:
     """The trained model as a spec 0.5 package: its three weight formats, its preprocessing (scale_linear 1/255 for
     these uint8 images) and its test tensors pass bioimageio.core's own model test, offline."""

@@ -105,8 +105,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a checkpoint's model as ONNX, TorchScript or a BioImage Model Zoo package, checked against PyTorch")
     ex.add_argument("model", help="a checkpoint written by segflow run (…-checkpoint-best.pth)")
-    ex.add_argument("--format", required=True, help="onnx (opset 17, any batch and spatial size), torchscript, or bioimageio (a spec 0.5 zip for Fiji/deepImageJ, napari, bioimageio.core)")
+    ex.add_argument("--format", required=True, help="onnx (opset 17, or --opset; any batch and spatial size), torchscript, or bioimageio (a spec 0.5 zip for Fiji/deepImageJ, napari, bioimageio.core)")
     ex.add_argument("--out", default=None, help="the file to write (default: beside the checkpoint, .onnx, .pt or .zip)")
+    ex.add_argument("--opset", type=int, default=None, help="onnx: the ONNX opset to write, 11 to 20 (default 17: onnxruntime 1.16 and later run it)")
     ex.add_argument("--image", default=None, help="an image to check the export on, normalised as in training (default: noise); bioimageio: required, the package's test input and cover")
 
     lm = sub.add_parser("build-lmdb", help="store the 2D images and masks of two folders as train and val LMDB databases")
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "export":
             from segflow.app.export import export_model
 
-            export_model(args.model, args.format, args.out, args.image)
+            export_model(args.model, args.format, args.out, args.image, opset=args.opset)
         elif args.command == "build-lmdb":
             from segflow.app.build_lmdb import build_lmdb
 

@@ -36,7 +36,7 @@ def _sample(predictor, image: str | os.PathLike | None) -> tuple[Sample, str]:
 
 def export_model(
     checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, image: str | os.PathLike | None = None,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print, opset: int | None = None,
 ) -> tuple[Path, float]:  # fmt: skip
     """Write ``checkpoint``'s model as ``fmt`` to ``out`` (default: beside the checkpoint, the format's suffix), then
     run the file with its format's runtime and PyTorch on ``image`` (or noise); return ``(path, max |difference|)``."""
@@ -44,9 +44,14 @@ def export_model(
 
     from segflow.export import get_exporter
     from segflow.export.base import activated, describe_normalization, example_input, metadata
+    from segflow.export.onnx_format import OnnxExporter
     from segflow.inference.predictor import Predictor
 
     exporter = get_exporter(fmt)
+    if opset is not None:
+        if fmt != "onnx":
+            raise SegflowError(f"--opset {opset}: only --format onnx has an opset; drop --opset")
+        exporter = OnnxExporter(opset)
     predictor = Predictor.from_checkpoint(checkpoint)
     cfg = predictor.cfg
     target = Path(out) if out is not None else Path(checkpoint).with_suffix(exporter.suffix)

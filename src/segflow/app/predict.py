@@ -9,7 +9,7 @@ import numpy as np
 
 from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
-from segflow.inference.predictor import Predictor
+from segflow.inference.package_model import open_model
 from segflow.io.formats import SUFFIXES
 from segflow.io.images import check_output_suffix, list_images, read_image, write_output
 from segflow.progress import each_image
@@ -61,7 +61,7 @@ def predict_images(
     if gpu is None and parts > 1 and torch.cuda.device_count() > 1:
         gpu = ",".join(map(str, range(torch.cuda.device_count())))  # under torchrun/srun: one GPU per process
     accelerator, devices = resolve_devices(gpu, "auto")
-    predictor = Predictor.from_checkpoint(model, torch_device(accelerator, devices, local_rank))
+    predictor = open_model(model, torch_device(accelerator, devices, local_rank))
     cfg = predictor.cfg
     if output is not None:  # now the model's dimensionality, and whether it gives labels at all, are known
         check_output_suffix(output, labels=not probabilities and get_encoding(cfg).score_classes() > 0, ndim=cfg.ndim)

@@ -247,7 +247,7 @@ def _plan(
 ) -> tuple[bool, Path | None, TrainData | None, Path | None]:
     """What the run will do, checked as far as it can be without writing: ``(train now?, checkpoint to
     resume from, the training data, the checkpoint to test when not training)``."""
-    from segflow.checkpoint import check_model_matches, load_checkpoint
+    from segflow.checkpoint import check_model_matches, load_checkpoint, optimizer_state
     from segflow.training.datasets import load_data
     from segflow.training.runstate import check_resume, choose_checkpoint, resume_point
 
@@ -264,6 +264,8 @@ def _plan(
         saved = load_checkpoint(start)
         if not cfg.MODEL.SKIP_UNMATCHED_LAYERS:
             check_model_matches(start, saved, cfg, new_head=True)
+        if not cfg.MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS:
+            optimizer_state(saved, start, cfg)
     data = load_data(cfg) if train_now else None
     if data is not None:
         check_split_fits_patch(cfg, data.train, data.val)

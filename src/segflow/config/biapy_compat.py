@@ -11,9 +11,7 @@ from typing import Any
 
 # Values (compared case-insensitively, lists as tuples) that mean what segflow does anyway.
 SAME_AS_SEGFLOW: dict[str, tuple[Any, ...]] = {
-    "MODEL.SOURCE": ("biapy",),  # segflow builds its own networks
     "MODEL.UPSAMPLE_LAYER": ("convtranspose",),  # MONAI's U-Nets upsample with transposed convolutions
-    "MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS": (True,),  # MODEL.LOAD_CHECKPOINT starts from the weights alone
     "MODEL.SAVE_CKPT_FREQ": (-1,),  # no periodic checkpoints besides best and last
     "TRAIN.VERBOSE": (True, False),  # segflow always prints its progress; verbosity changes no result
     "TEST.VERBOSE": (True, False),
@@ -44,7 +42,6 @@ SWITCHES: dict[str, str] = {
     "DATA.TEST.BINARY_MASKS": "TEST.POST_PROCESSING.APPLY_MASK",
     "DATA.FILTER_BY_IMAGE": "DATA.TRAIN.FILTER_SAMPLES.ENABLE",
     "MODEL.TORCHVISION_MODEL_NAME": "MODEL.SOURCE",
-    "MODEL.BMZ.SOURCE_MODEL_ID": "MODEL.SOURCE",
     # Settings of architectures segflow does not have (MODEL.ARCHITECTURE refuses them).
     **{f"MODEL.{prefix}": "MODEL.ARCHITECTURE" for prefix in ("CONVNEXT_", "VIT_", "UNETR_", "UNET_SR_", "MAE_")},
 }

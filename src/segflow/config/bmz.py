@@ -1,10 +1,17 @@
-"""BiaPy's MODEL.BMZ.EXPORT keys: what a BioImage Model Zoo package made at the end of a run says of itself."""
+"""BiaPy's MODEL.BMZ keys: the BioImage Model Zoo package a run starts from (MODEL.BMZ.SOURCE_MODEL_ID), and what
+the package made at the end of a run says of itself (MODEL.BMZ.EXPORT); reading a package's description."""
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
 from pydantic import Field, model_validator
 
 from segflow.config.section import Section
+from segflow.errors import SegflowError
 
 
 class BmzAuthor(Section):
@@ -49,7 +56,71 @@ class BmzExportConfig(Section):
     DATASET_INFO: list[BmzDataset] = Field([], description="The training data, {name, doi, image_modality, dataset_id} (BiaPy's "
                                            "[{}] = none): written into the package's documentation.")  # fmt: skip
     MODEL_VERSION: str = Field("0.1.0", description="The package's version.")
+    REUSE_BMZ_CONFIG: bool = Field(False, description="With MODEL.SOURCE bmz: the package takes the name, description, authors, "
+                                   "license, tags, citations, documentation and version of MODEL.BMZ.SOURCE_MODEL_ID's package "
+                                   "instead of the keys above.")  # fmt: skip
 
 
 class BmzConfig(Section):
+    SOURCE_MODEL_ID: str = Field("", description="With MODEL.SOURCE bmz: a BioImage Model Zoo package (spec 0.5) that segflow "
+                                 "exported, as a local .zip file or unzipped folder (relative paths resolve against the config's folder; "
+                                 "nothing is downloaded: a Zoo id or DOI must be fetched from bioimage.io first).")  # fmt: skip
     EXPORT: BmzExportConfig = BmzExportConfig()
+
+
+# The description file of a package: spec 0.5 zips hold rdf.yaml; an unzipped folder may name it bioimageio.yaml.
+DESCRIPTION_FILES = ("rdf.yaml", "bioimageio.yaml")
+
+
+def is_package(path: Path) -> bool:
+    """A zip file or a folder holding a package description (torch's own checkpoints are zip files too)."""
+    if path.is_dir():
+        return any((path / name).is_file() for name in DESCRIPTION_FILES)
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name in archive.namelist() for name in DESCRIPTION_FILES)
+
+
+def read_package(path: Path) -> tuple[dict, Callable[[str], bytes | None]]:
+    """``(the package's description, a reader of its files by name: None for a file it lacks)``, of a zip file or an
+    unzipped folder; read with zipfile and YAML alone (no bioimageio needed)."""
+    if path.is_dir():
+        read = lambda name: (path / name).read_bytes() if (path / name).is_file() else None  # noqa: E731
+    else:
+        with zipfile.ZipFile(path) as archive:
+            files = {name: archive.read(name) for name in archive.namelist()}
+        read = files.get
+    text = next(filter(None, map(read, DESCRIPTION_FILES)))
+    rdf = yaml.safe_load(text) or {}
+    if not isinstance(rdf, dict):
+        raise SegflowError(f"{path}: its package description is not a mapping; give a BioImage Model Zoo package")
+    return rdf, read
+
+
+def segflow_part(path: Path, rdf: dict) -> dict:
+    """``config.segflow`` of a package segflow wrote (its training config and normalisation), or one line saying why a
+    package cannot be read."""
+    version = str(rdf.get("format_version", "?"))
+    if not version.startswith("0.5."):
+        raise SegflowError(f"{path}: a BioImage Model Zoo package of spec {version}; segflow reads spec 0.5 packages (bioimageio update-format converts one)")
+    ours = (rdf.get("config") or {}).get("segflow")
+    if not ours:
+        raise SegflowError(f"{path}: a BioImage Model Zoo package that segflow did not write: segflow predict runs it on image files, but only a package segflow "
+                           "wrote can be tested, fine-tuned or exported; predict with segflow predict PACKAGE IMAGE OUTPUT")
+    return ours
+
+
+def source_package(value: str, base_dir: Path | None) -> Path:
+    """MODEL.BMZ.SOURCE_MODEL_ID as a local package path (relative to ``base_dir``), or one line saying what to do."""
+    path = Path(value).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = (base_dir / path).resolve()
+    if not value:
+        raise SegflowError("MODEL.SOURCE bmz: give the package in MODEL.BMZ.SOURCE_MODEL_ID (a .zip file or folder that segflow exported)")
+    if not path.exists():
+        raise SegflowError(f"MODEL.BMZ.SOURCE_MODEL_ID {value!r}: no such file or folder; segflow downloads nothing: get the package "
+                           "(its .zip) from bioimage.io and give its path")  # fmt: skip
+    if not is_package(path):
+        raise SegflowError(f"MODEL.BMZ.SOURCE_MODEL_ID {path}: not a BioImage Model Zoo package (no rdf.yaml inside); give a package's .zip or folder")
+    return path

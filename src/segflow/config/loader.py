@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from segflow.config.biapy_compat import ignored_because, means_what_segflow_does
+from segflow.config.bmz import read_package, segflow_part, source_package
+from segflow.config.model_keys import network_keys
 from segflow.config.schema import Config
 from segflow.errors import SegflowError
 
@@ -357,11 +359,27 @@ def _build_config(
             _check_path_text(over_known[key], key, "-D")
             over_known[key] = str(Path(over_known[key]).expanduser().resolve())
     known.update(over_known)
+    if str(known.get("MODEL.SOURCE", "")).lower() == "bmz":
+        _from_source_package(known, None if "MODEL.BMZ.SOURCE_MODEL_ID" in over_known else base_dir)
     try:
         cfg = Config.model_validate(_nest(known))
     except ValidationError as exc:
         raise SegflowError(_format_validation(exc, source, over_known)) from None
     return cfg, warnings + over_warnings
+
+
+def _from_source_package(known: dict[str, Any], base_dir: str | os.PathLike | None) -> None:
+    """MODEL.SOURCE bmz: every key of the package's network, patch size and normalisation that ``known`` (the user's
+    keys) lacks, from the package's stored config; its weights as PATHS.CHECKPOINT_FILE with MODEL.LOAD_CHECKPOINT."""
+    path = source_package(str(known.get("MODEL.BMZ.SOURCE_MODEL_ID", "")), None if base_dir is None else Path(base_dir))
+    saved = dict(_flatten(segflow_part(path, read_package(path)[0])["config"]))
+    for key in (*network_keys(), "DATA.PATCH_SIZE", *(k for k in saved if k.startswith("DATA.NORMALIZATION."))):
+        known.setdefault(key, saved[key])
+    if known.get("PATHS.CHECKPOINT_FILE") not in (None, "", str(path)):
+        raise SegflowError(f"PATHS.CHECKPOINT_FILE {known['PATHS.CHECKPOINT_FILE']}: MODEL.SOURCE bmz takes the weights of "
+                           f"MODEL.BMZ.SOURCE_MODEL_ID {path}; leave PATHS.CHECKPOINT_FILE empty, or set MODEL.SOURCE biapy")  # fmt: skip
+    # As in BiaPy, the package's weights are used whatever MODEL.LOAD_CHECKPOINT says (BiaPy's files often say false).
+    known.update({"MODEL.BMZ.SOURCE_MODEL_ID": str(path), "PATHS.CHECKPOINT_FILE": str(path), "MODEL.LOAD_CHECKPOINT": True})
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> tuple[Config, list[str]]:

@@ -82,14 +82,14 @@ def _description(meta: dict, steps: list, folder: Path):
     citations and version from MODEL.BMZ.EXPORT (``meta["bmz"]``)."""
     from bioimageio.spec.model import v0_5 as bmz
 
-    user = meta["bmz"]
+    user = _reused(meta, folder) or meta["bmz"]
     check_package_fields(user)
     version = bmz.Version(torch.__version__.split("+")[0])
     architecture = bmz.ArchitectureFromLibraryDescr(import_from="segflow.export.base", callable=bmz.Identifier("network"),
                                                     kwargs={"config": meta["config"]})  # fmt: skip
     ndim = len(meta["input_axes"]) - 2
     file = lambda name: bmz.FileDescr(source=folder / name)  # noqa: E731
-    ours = bmz.CiteEntry(text="segflow: semantic segmentation of 2D and 3D images", url="https://github.com/segflow/segflow")
+    ours = bmz.CiteEntry(text=_OWN_CITE, url="https://github.com/segflow/segflow")
     cites = [bmz.CiteEntry(text=c["text"], doi=c["doi"] or None, url=c["url"] or None) for c in user["CITE"]]
     authors = [bmz.Author(**{k: v for k, v in a.items() if v}) for a in user["AUTHORS"]] or [bmz.Author(name="segflow user")]
     return bmz.ModelDescr(
@@ -111,6 +111,32 @@ def _description(meta: dict, steps: list, folder: Path):
             onnx=bmz.OnnxWeightsDescr(source=folder / "model.onnx", opset_version=OPSET),
         ),
     )
+
+
+# The tags and citation every segflow package carries: not the user's, so not carried over by REUSE_BMZ_CONFIG.
+_OWN_CITE = "segflow: semantic segmentation of 2D and 3D images"
+
+
+def _reused(meta: dict, folder: Path) -> dict | None:
+    """MODEL.BMZ.EXPORT.REUSE_BMZ_CONFIG with MODEL.SOURCE bmz: the source package's name, description, authors,
+    license, tags, citations, documentation and version, as MODEL.BMZ.EXPORT values; None when not asked."""
+    from segflow.config.bmz import read_package
+
+    model = meta["config"]["MODEL"]
+    if model["SOURCE"] != "bmz" or not meta["bmz"]["REUSE_BMZ_CONFIG"]:
+        return None
+    source = Path(model["BMZ"]["SOURCE_MODEL_ID"])
+    if not source.exists():
+        raise SegflowError(f"MODEL.BMZ.EXPORT.REUSE_BMZ_CONFIG: the source package {source} is gone; put it back, or set the MODEL.BMZ.EXPORT keys")
+    rdf, read = read_package(source)
+    ndim = len(meta["input_axes"]) - 2
+    documentation = read(str(rdf.get("documentation", ""))) or b""
+    (folder / "source_README.md").write_bytes(documentation)
+    return {**meta["bmz"], "MODEL_NAME": rdf["name"], "DESCRIPTION": rdf["description"], "LICENSE": rdf["license"],
+            "MODEL_VERSION": str(rdf.get("version") or meta["bmz"]["MODEL_VERSION"]), "DOCUMENTATION": str(folder / "source_README.md"),
+            "AUTHORS": [{"affiliation": "", "github_user": "", "orcid": "", "email": "", **a} for a in rdf.get("authors", [])],
+            "TAGS": [t for t in rdf.get("tags", []) if t not in ("segflow", "semantic-segmentation", f"{ndim}d")],
+            "CITE": [{"doi": "", "url": "", **c} for c in rdf.get("cite", []) if c.get("text") != _OWN_CITE]}  # fmt: skip
 
 
 def _documentation(meta: dict) -> str:

@@ -27,6 +27,7 @@ from segflow.data.normalize import Normalizer
 from segflow.data.patches import grid_starts, pad_to
 from segflow.encodings import get_encoding
 from segflow.errors import SegflowError
+from segflow.inference.takes_images import TakesImages
 from segflow.inference.windows import (
     WindowFn,
     overlap_fraction,
@@ -35,13 +36,12 @@ from segflow.inference.windows import (
     tta_views,
     window_batch,
 )
-from segflow.io.lazy import slabs
 from segflow.models.networks import divisor
 from segflow.runtime import autocast_dtype, resolve_devices, torch_device
 
 
 @dataclass
-class Predictor:
+class Predictor(TakesImages):
     """A trained network with its config and normaliser, ready to predict images of any size."""
 
     net: torch.nn.Module
@@ -68,40 +68,6 @@ class Predictor:
     def window_fn(self, tta: bool = False) -> WindowFn:
         """Windows in, class probabilities out; averaged over flips and rotations with ``tta``."""
         return tta_views(self._probabilities, self.cfg.ndim) if tta else self._probabilities
-
-    def expects(self) -> str:
-        """What this model takes, e.g. "this model is 2D with 1 channel; give a (y, x) image"."""
-        c = self.cfg.in_channels
-        axes = ("(z, y, x" if self.cfg.ndim == 3 else "(y, x") + (f", {c})" if c > 1 else ")")
-        kind = "stack" if self.cfg.ndim == 3 else "image"
-        return f"this model is {self.cfg.PROBLEM.NDIM} with {c} channel{'s' if c > 1 else ''}; give a {axes} {kind}"
-
-    def as_image(self, image: np.ndarray, source: str | os.PathLike | None = None, finite: bool = True) -> np.ndarray:
-        """Check a raw image and give it channels last: ``(y, x)`` / ``(z, y, x)`` gain a channel axis.
-
-        Refused, naming ``source`` (the file) when given: a shape or channel count the model does not take,
-        an empty image (an axis of size 0), a non-numeric type, and with ``finite`` NaN or infinite values (a scan
-        of the whole image: off for one chunk of a volume larger than RAM).
-        """
-        where = f"{source}: image" if source is not None else "image"
-        if not hasattr(image, "ndim"):
-            image = np.asarray(image)
-        dtype = np.dtype(image.dtype)
-        if not (np.issubdtype(dtype, np.bool_) or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-            raise SegflowError(f"{where} has pixel type {dtype}, not supported; give integer or float pixels")
-        if image.ndim == self.cfg.ndim:
-            image = image[..., None]
-        if image.ndim != self.cfg.ndim + 1 or image.shape[-1] != self.cfg.in_channels:
-            raise SegflowError(f"{where} of shape {tuple(image.shape)} does not fit: {self.expects()}")
-        if 0 in image.shape:
-            raise SegflowError(
-                f"{where} of shape {tuple(image.shape)} has no pixels (an axis of size 0); give a non-empty image"
-            )
-        if finite and np.issubdtype(dtype, np.floating) and not _all_finite(image):
-            raise SegflowError(
-                f"{where} holds NaN or infinite values; replace them (e.g. with np.nan_to_num) before predicting"
-            )
-        return image
 
     @torch.inference_mode()
     def predict(
@@ -162,10 +128,6 @@ class Predictor:
         y = fn(stack_windows(x, [whole], lambda w: w, self.device))[0].float().cpu().numpy()
         return y[(slice(None), *(slice(0, s) for s in spatial))]
 
-    def labels(self, probs: np.ndarray) -> np.ndarray | None:
-        """Label image from channels-last outputs, decoded as the model's encoding says (None for 'linear')."""
-        return get_encoding(self.cfg).labels(probs)
-
     def predict_labels(self, image: np.ndarray, **kwargs: object) -> np.ndarray:
         """Class ids for a raw image (see ``predict`` for the options)."""
         return self.labels(self.predict(image, **kwargs))
@@ -187,12 +149,6 @@ class Predictor:
             regions = [tuple(slice(a, a + p) for a, p in zip(c, patch)) for c in corners[b : b + batch_size]]
             x = stack_windows(image, regions, lambda w: self.normalizer.apply(w, stats), self.device)
             yield from zip(regions, np.moveaxis(fn(x).float().cpu().numpy(), 1, -1))
-
-
-def _all_finite(image: np.ndarray) -> bool:
-    """``np.isfinite(image).all()`` a slab of the first axis at a time: no image-sized temporary (memory maps)."""
-    rows = slabs(image)
-    return all(bool(np.isfinite(image[i : i + rows.step]).all()) for i in rows)
 
 
 def load_model(path: str | os.PathLike, device: str | None = None) -> Predictor:

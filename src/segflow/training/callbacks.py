@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import (
     Callback,
     ModelCheckpoint,
@@ -174,3 +176,26 @@ def starvation_warning(epoch: int, wait: float, seconds: float, workers: int) ->
         f"warning: epoch {epoch}: training waited {wait:.1f} s of {seconds:.1f} s ({100 * wait / seconds:.0f}%) for data, "
         f"so loading and augmenting patches, not the network, sets the speed; {fix}. Each epoch's wait is in the data_wait column of its log"
     )
+
+
+class OptimizerFrom(Callback):
+    """MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS false: the optimizer starts from a checkpoint's per-parameter state (Adam's
+    moments and step count, SGD's momentum) for each parameter of the same name and shape; the learning rate and the
+    other settings stay this config's. A run that resumes has its own state: nothing is done then."""
+
+    def __init__(self, state: dict[str, dict]) -> None:
+        self.state = state
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step:
+            return
+        optimizer, params = trainer.optimizers[0], dict(pl_module.net.named_parameters())
+        taken = 0
+        for name, param in params.items():
+            saved = self.state.get(name)
+            if saved is None or any(torch.is_tensor(v) and v.ndim and v.shape != param.shape for v in saved.values()):
+                continue  # a layer that starts anew (another class count, MODEL.SKIP_UNMATCHED_LAYERS)
+            optimizer.state[param] = {k: v.to(param.device) if torch.is_tensor(v) and v.ndim else copy.deepcopy(v) for k, v in saved.items()}
+            taken += 1
+        if trainer.is_global_zero:
+            print(f"MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS false: the optimizer's state of {taken} of the network's {len(params)} parameters from the checkpoint")

@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from monai.data import DataLoader
 
-from segflow.checkpoint import check_model_matches, first_names, load_checkpoint, load_weights
+from segflow.checkpoint import check_model_matches, first_names, load_checkpoint, load_weights, optimizer_state
 from segflow.config.schema import Config
 from segflow.data.augment import write_aug_samples
 from segflow.data.loading import TrainData
@@ -34,7 +34,7 @@ from segflow.io.atomic import atomic_write_text
 from segflow.io.paths import RunPaths
 from segflow.models.networks import check_model
 from segflow.runtime import is_rank_zero, num_workers, precision, resolve_devices, trainer_layout, worker_warning
-from segflow.training.callbacks import AtomicCheckpoint, EpochLog, FirstEpochSeeds, best_line
+from segflow.training.callbacks import AtomicCheckpoint, EpochLog, FirstEpochSeeds, OptimizerFrom, best_line
 from segflow.training.datasets import load_data, make_datasets
 from segflow.training.module import SegModel
 from segflow.training.runstate import check_resume, choose_checkpoint
@@ -127,6 +127,8 @@ def train(
         ckpt = load_checkpoint(start)
         print(f"Starting from the weights in {start}")
         start_from(model.net, cfg, start, ckpt)
+        if not cfg.MODEL.LOAD_CHECKPOINT_ONLY_WEIGHTS:
+            own.append(OptimizerFrom(optimizer_state(ckpt, start, cfg)))
     prec = precision(cfg, accelerator)
     # The processes of a DDP run wait SYSTEM.DIST_TIMEOUT for each other, then stop with one line (app/dist_errors.py).
     ddp = DDPStrategy(timeout=datetime.timedelta(seconds=cfg.SYSTEM.DIST_TIMEOUT)) if strategy == "ddp" else strategy
